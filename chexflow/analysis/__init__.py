@@ -1,0 +1,1 @@
+"""Embedding analysis: projections, cluster metrics and plots."""

@@ -1,0 +1,1 @@
+"""CheXpert data layer: CSV parsing, label policies, splits, fractions, datasets."""
