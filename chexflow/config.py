@@ -108,7 +108,7 @@ class TrackingConfig(_Section):
 
     experiment: str = Field("chexpert-label-fractions", min_length=1)
     registered_model: str = Field("chexpert-finetune", min_length=1)
-    register: bool = Field(True, description="Register each fine-tuned model version.")
+    register_models: bool = Field(True, description="Register each fine-tuned model version.")
 
 
 class ChexflowConfig(_Section):
