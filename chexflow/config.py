@@ -200,3 +200,20 @@ def flatten(config: BaseModel) -> dict[str, str]:
 
     walk("", config.model_dump(mode="json"))
     return out
+
+
+def check_fractions(fractions: list[float]) -> list[float]:
+    """Label fractions in (0, 1], none repeated, sorted ascending."""
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad:
+        raise ConfigError(f"fractions must lie in (0, 1]: got {bad}")
+    if len(set(fractions)) != len(fractions):
+        raise ConfigError(f"fractions are repeated: {fractions}")
+    return sorted(fractions)
+
+
+def check_seeds(seeds: list[int]) -> list[int]:
+    """Seeds, none repeated."""
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds are repeated: {seeds}")
+    return list(seeds)
