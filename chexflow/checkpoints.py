@@ -1,0 +1,157 @@
+"""Atomic checkpoint files and random-number-generator state that `weights_only` can load.
+
+A training directory holds `last.pt` (everything needed to resume), `best.pt` (the model
+state dict of the best epoch) and a `.json` beside each with its epoch, score and sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger("chexflow.train")
+
+LAST = "last.pt"
+BEST = "best.pt"
+LAST_KEYS = frozenset(
+    {"model", "optimizer", "scheduler", "epoch", "best_score", "best_epoch", "history", "rng"}
+)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_torch_save(obj: Any, path: Path) -> str:
+    """`torch.save` into a temporary file beside `path`, then rename; returns the sha256."""
+    tmp = _tmp_path(path)
+    try:
+        with tmp.open("wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities → None, recursively, so the JSON is standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_json(data: Mapping[str, Any], path: Path) -> None:
+    """Write JSON into a temporary file beside `path`, then rename."""
+    tmp = _tmp_path(path)
+    try:
+        tmp.write_text(json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict as detached CPU tensors."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def capture_rng() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and python RNG states as tensors and plain values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(version), "state": list(py_state), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Inverse of `capture_rng`; CUDA states are restored when the device count matches."""
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["name"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(
+    directory: Path, name: str, payload: Mapping[str, Any], meta: Mapping[str, Any]
+) -> Path:
+    """Write `name` (.pt) atomically, then its `.json` metadata with the file's sha256."""
+    path = directory / name
+    digest = atomic_torch_save(dict(payload), path)
+    atomic_write_json({**meta, "file": name, "sha256": digest}, path.with_suffix(".json"))
+    return path
+
+
+def load_last(directory: Path) -> dict[str, Any] | None:
+    """The resumable state in `directory/last.pt`, or None when absent or unusable."""
+    path = directory / LAST
+    if not path.is_file():
+        return None
+    meta_path = path.with_suffix(".json")
+    if meta_path.is_file():
+        try:
+            recorded = json.loads(meta_path.read_text()).get("sha256")
+        except (OSError, ValueError):
+            recorded = None
+        if recorded != sha256_file(path):
+            # Both files are replaced atomically; a crash between the two leaves the newer .pt.
+            log.warning("%s does not match %s; using the .pt file", meta_path, path.name)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file means: start over, never crash on it
+        log.warning("%s is unreadable (%s); training from scratch", path, type(exc).__name__)
+        return None
+    if not isinstance(state, dict) or not state.keys() >= LAST_KEYS:
+        log.warning("%s is incomplete; training from scratch", path)
+        return None
+    return state
