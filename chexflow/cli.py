@@ -1,11 +1,253 @@
-"""The `chexflow` command."""
+"""The `chexflow` command: synthesise data, fine-tune fractions, compare, run the demo.
+
+Errors a user can fix print one line and exit with code 2. Flows are imported lazily,
+after the environment (offline switches, Prefect home) is set for the workdir.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+from chexflow.cli_stack import register as register_stack_commands
+from chexflow.errors import ChexflowError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
+data_app = typer.Typer(no_args_is_help=True, help="Inspect a CheXpert-format dataset.")
+app.add_typer(data_app, name="data")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+WorkdirOpt = Annotated[
+    Path, typer.Option("--workdir", help="Where chexflow keeps MLflow, caches and outputs.")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config file.")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")
+]
+DEFAULT_WORKDIR = Path(".chexflow")
+
+
+def configure_environment(workdir: Path) -> None:
+    """Offline switches, and a Prefect home inside the workdir unless a server is configured."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
+        os.environ["PREFECT_HOME"] = str((workdir / "prefect").resolve())
+
+
+def user_errors(func: F) -> F:
+    """Turn ChexflowError (and invalid flow parameters) into one line on stderr and exit 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ChexflowError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if type(exc).__name__ == "ParameterTypeError":
+                typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
+                raise typer.Exit(2) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_list(text: str, kind: type, option: str) -> list[Any]:
+    """``"0.01,0.1"`` → ``[0.01, 0.1]`` with a one-line error naming the option."""
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ChexflowError(
+            f"{option} {text!r}: expected comma-separated {kind.__name__}s"
+        ) from None
+    if not values:
+        raise ChexflowError(f"{option} is empty")
+    return values
+
+
+def _load_config(config: Path | None, overrides: list[str] | None):
+    from chexflow.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+@app.command()
+@user_errors
+def synth(
+    out: Annotated[Path, typer.Argument(help="Dataset root to create (must not exist).")],
+    patients: Annotated[int, typer.Option(min=10, help="Training patients.")] = 2000,
+    image_size: Annotated[int, typer.Option(min=16, max=1024, help="Image size, px.")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a synthetic dataset in the exact CheXpert-v1.0-small format."""
+    from chexflow.data.synthetic import write_synthetic
+
+    root = write_synthetic(out, patients=patients, image_size=image_size, seed=seed)
+    typer.echo(f"wrote {root}")
+
+
+@data_app.command("summary")
+@user_errors
+def data_summary(
+    data: Annotated[Path, typer.Option("--data", help="Dataset root (holds train.csv).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    fractions: Annotated[str, typer.Option(help="Fractions to size.")] = "0.01,0.1",
+    seed: int = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Counts by split, view and class, and the fraction subsets a sweep would draw."""
+    from chexflow.data.summary import format_summary, summarise
+
+    cfg = _load_config(config, set_)
+    summary = summarise(data, cfg.data, parse_list(fractions, float, "--fractions"), seed)
+    typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+@app.command()
+@user_errors
+def finetune(
+    data: Annotated[Path, typer.Option("--data", help="Dataset root (holds train.csv).")],
+    fraction: Annotated[float, typer.Option(help="Share of training patients, (0, 1].")],
+    seed: int = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    force: Annotated[bool, typer.Option(help="Retrain even if a finished run is cached.")] = False,
+) -> None:
+    """Fine-tune one label fraction and log it to MLflow."""
+    if not 0 < fraction <= 1:
+        raise ChexflowError(f"--fraction {fraction}: must lie in (0, 1]")
+    cfg = _load_config(config, set_)
+    _require_dir(data, "--data")
+    configure_environment(workdir)
+    from flows.finetune import finetune as finetune_flow
+
+    result = finetune_flow(str(data), fraction, seed, cfg, str(workdir), force=force)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+@user_errors
+def sweep(
+    data: Annotated[Path, typer.Option("--data", help="Dataset root (holds train.csv).")],
+    fractions: Annotated[str, typer.Option(help="Comma-separated, each in (0, 1].")] = "0.01,0.1",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    dispatch: Annotated[str, typer.Option(help="local, or deployment (work pools).")] = "local",
+    force: bool = False,
+) -> None:
+    """Fine-tune every fraction × seed under one MLflow parent run, then compare them."""
+    from chexflow.config import check_fractions, check_seeds
+
+    fraction_list = check_fractions(parse_list(fractions, float, "--fractions"))
+    seed_list = check_seeds(parse_list(seeds, int, "--seeds"))
+    if dispatch not in ("local", "deployment"):
+        raise ChexflowError(f"--dispatch {dispatch!r}: expected local or deployment")
+    cfg = _load_config(config, set_)
+    _require_dir(data, "--data")
+    configure_environment(workdir)
+    from flows.sweep import sweep as sweep_flow
+
+    result = sweep_flow(
+        str(data), fraction_list, seed_list, cfg, str(workdir), dispatch_to=dispatch, force=force
+    )
+    _print_sweep(result, workdir)
+
+
+@app.command()
+@user_errors
+def compare(
+    sweep_id: Annotated[str | None, typer.Option("--sweep", help="Sweep run id.")] = None,
+    runs: Annotated[str | None, typer.Option(help="Comma-separated fine-tune run ids.")] = None,
+    aliases: Annotated[str | None, typer.Option(help="Registry aliases, comma-separated.")] = None,
+    model: Annotated[str | None, typer.Option(help="Registered model of the aliases.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+) -> None:
+    """Write the differential analysis of finished runs, from MLflow alone."""
+    chosen = [x for x in (sweep_id, runs, aliases) if x]
+    if len(chosen) != 1:
+        raise ChexflowError("give exactly one of --sweep ID, --runs ID,ID or --aliases A,B")
+    cfg = _load_config(config, set_)
+    configure_environment(workdir)
+    from flows.compare import compare as compare_flow
+
+    result = compare_flow(
+        sweep_id=sweep_id,
+        run_ids=parse_list(runs, str, "--runs") if runs else None,
+        model_name=model,
+        aliases=parse_list(aliases, str, "--aliases") if aliases else None,
+        config=cfg,
+        workdir=str(workdir),
+    )
+    typer.echo(f"report: {result['html']}")
+
+
+@app.command()
+@user_errors
+def demo(
+    quick: Annotated[bool, typer.Option(help="A smaller, faster demo (CI smoke test).")] = False,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+) -> None:
+    """The embedded default: synthetic CheXpert, sweep 1% and 10%, compare, report."""
+    from chexflow.demo import demo_settings, ensure_demo_data
+
+    settings = demo_settings(quick)
+    configure_environment(workdir)
+    data = ensure_demo_data(workdir, settings)
+    from flows.sweep import sweep as sweep_flow
+
+    result = sweep_flow(
+        str(data), settings.fractions, settings.seeds, settings.config, str(workdir)
+    )
+    _print_sweep(result, workdir)
+
+
+def _require_dir(path: Path, option: str) -> None:
+    if not path.is_dir():
+        raise ChexflowError(f"{option} {path}: no such directory")
+
+
+def _print_sweep(result: dict[str, Any], workdir: Path) -> None:
+    from chexflow.tracking import default_tracking_uri
+
+    typer.echo(f"sweep {result['sweep_id']}: {len(result['runs'])} fine-tune runs")
+    for run in result["runs"]:
+        auroc = run.get("val_auroc_mean")
+        typer.echo(
+            f"  fraction {run['fraction']:g} seed {run['seed']}: run {run['run_id']}, "
+            f"mean AUROC {auroc:.3f}"
+            if auroc is not None
+            else "  mean AUROC undefined"
+        )
+    if result.get("comparison"):
+        typer.echo(f"report: {result['comparison']['html']}")
+    uri = default_tracking_uri(workdir)
+    if uri.startswith("sqlite:"):
+        typer.echo(f"browse: mlflow ui --backend-store-uri {uri} --port 5000")
+
+
+register_stack_commands(app)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

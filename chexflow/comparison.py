@@ -1,0 +1,119 @@
+"""Assemble the runs of a comparison from their MLflow artifacts.
+
+A comparison needs nothing but what each fine-tune run logged: its evaluation AUROC,
+its cluster metrics, its embeddings and maps. Runs are comparable only when they embedded
+the same evaluation images (same ``eval_digest``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chexflow.errors import ChexflowError
+
+ARTIFACTS = ("metrics", "embeddings", "maps")
+
+
+@dataclass
+class RunRecord:
+    """One fine-tune run as the comparison sees it."""
+
+    run_id: str
+    fraction: float
+    seed: int
+    model: str
+    directory: Path
+    eval_digest: str
+    auroc: dict[str, Any]
+    metrics: dict[str, Any]
+    table: pd.DataFrame
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        pct = f"{self.fraction * 100:g}%"
+        return f"{pct} seed {self.seed}"
+
+    def features(self) -> np.ndarray:
+        from chexflow.embed import load_embeddings
+
+        return load_embeddings(self.directory / "embeddings")[0]
+
+    def primary_map(self) -> np.ndarray:
+        key = self.metrics.get("primary_map") or next(
+            (k for k in sorted(self.maps) if k.startswith("tsne")), None
+        )
+        if key is None or key not in self.maps:
+            raise ChexflowError(f"run {self.run_id} logged no t-SNE map under maps/")
+        return self.maps[key]
+
+
+def _read_json(path: Path, run_id: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ChexflowError(f"run {run_id} has no artifact {path.parent.name}/{path.name}")
+    return json.loads(path.read_text())
+
+
+def load_run_record(run_id: str, tags: dict[str, str], directory: Path) -> RunRecord:
+    """Read a run's downloaded artifacts (``metrics/``, ``embeddings/``, ``maps/``)."""
+    from chexflow.embed import load_embeddings
+
+    _features, table, meta = load_embeddings(directory / "embeddings")
+    maps = {
+        path.stem: np.load(path, allow_pickle=False)
+        for path in sorted((directory / "maps").glob("*.npy"))
+    }
+    return RunRecord(
+        run_id=run_id,
+        fraction=float(tags.get("chexflow.fraction", meta.get("fraction", "nan"))),
+        seed=int(tags.get("chexflow.seed", meta.get("seed", 0))),
+        model=tags.get("chexflow.model", meta.get("model", "?")),
+        directory=directory,
+        eval_digest=meta.get("eval_digest", tags.get("chexflow.eval_digest", "")),
+        auroc=_read_json(directory / "metrics" / "evaluation.json", run_id),
+        metrics=_read_json(directory / "metrics" / "cluster_metrics.json", run_id),
+        table=table,
+        maps=maps,
+    )
+
+
+def check_comparable(records: list[RunRecord]) -> None:
+    """Refuse runs whose evaluation sets differ: their maps and metrics would not compare."""
+    if not records:
+        raise ChexflowError("no finished fine-tune runs to compare: check the sweep or run ids")
+    digests = {r.eval_digest for r in records}
+    if len(digests) > 1:
+        by_digest = {d: [r.run_id[:8] for r in records if r.eval_digest == d] for d in digests}
+        raise ChexflowError(
+            f"runs embed different evaluation sets {by_digest}: compare runs of one dataset "
+            "and split (same data.split_seed, holdout_fraction and eval_source)"
+        )
+    ids = [r.run_id for r in records]
+    if len(set(ids)) != len(ids):
+        raise ChexflowError("a run is named twice in the comparison")
+
+
+def order_records(records: list[RunRecord]) -> list[RunRecord]:
+    """Lowest fraction first, then by seed."""
+    return sorted(records, key=lambda r: (r.fraction, r.seed))
+
+
+def aligned_primary_maps(records: list[RunRecord]) -> dict[str, np.ndarray]:
+    """Each run's primary t-SNE map rotated (Procrustes) into the largest fraction's frame."""
+    from chexflow.analysis.projection import procrustes_align
+
+    ordered = order_records(records)
+    reference = ordered[-1].primary_map()
+    aligned: dict[str, np.ndarray] = {}
+    for record in ordered:
+        coords = record.primary_map()
+        aligned[record.label] = (
+            coords if record is ordered[-1] else procrustes_align(reference, coords)[0]
+        )
+    return aligned

@@ -1,0 +1,76 @@
+"""The embedded default: a synthetic CheXpert-format dataset and a sweep sized for a laptop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from chexflow.config import ChexflowConfig, load_config
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo synthesises and sweeps."""
+
+    patients: int
+    image_size: int
+    data_seed: int
+    fractions: list[float]
+    seeds: list[int]
+    config: ChexflowConfig
+
+
+# Calibrated on 2 cores: see README ("The demo") for the measured times and AUROCs.
+FULL = {
+    "patients": 3000,
+    "overrides": [
+        "data.image_size=64",
+        "model.name=resnet10t",
+        "train.epochs=12",
+        "train.batch_size=32",
+        "train.lr=0.002",
+        "train.bootstrap=200",
+    ],
+    "fractions": [0.01, 0.1],
+}
+QUICK = {
+    "patients": 600,
+    "overrides": [
+        "data.image_size=32",
+        "model.name=test_resnet",
+        "train.epochs=2",
+        "train.batch_size=32",
+        "train.bootstrap=50",
+        "analysis.bootstrap=50",
+        "analysis.kmeans_seeds=2",
+    ],
+    "fractions": [0.05, 0.25],
+}
+
+
+def demo_settings(quick: bool = False) -> DemoSettings:
+    """The demo's dataset size, fractions and configuration."""
+    spec = QUICK if quick else FULL
+    config = load_config(None, list(spec["overrides"]))
+    return DemoSettings(
+        patients=int(spec["patients"]),
+        image_size=config.data.image_size,
+        data_seed=0,
+        fractions=list(spec["fractions"]),
+        seeds=[0],
+        config=config,
+    )
+
+
+def ensure_demo_data(workdir: Path, settings: DemoSettings) -> Path:
+    """The synthetic dataset for these settings, written once and reused."""
+    from chexflow.data.synthetic import write_synthetic
+
+    root = (
+        Path(workdir)
+        / "data"
+        / f"synthetic-p{settings.patients}-px{settings.image_size}-seed{settings.data_seed}"
+    )
+    if not (root / "train.csv").exists():
+        write_synthetic(root, settings.patients, settings.image_size, settings.data_seed)
+    return root

@@ -1,0 +1,312 @@
+"""One fine-tuning run as plain steps on local paths: prepare, train, evaluate + embed, analyse.
+
+Each step reads what the previous one wrote and returns a small JSON-able record (paths,
+digests, numbers), so Prefect tasks can persist and cache them and a step can be rerun
+on its own. No Prefect and no MLflow here: ``tasks/`` and ``tracking.py`` add those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel
+
+from chexflow.config import DataConfig, ModelConfig, TrainConfig, fingerprint
+from chexflow.data.chexpert import (
+    exclusive_labels,
+    find_dataset_root,
+    label_targets,
+    positive_sets,
+    read_split,
+)
+from chexflow.data.dataset import ChexpertImages, data_fingerprint, load_images, make_loader
+from chexflow.data.fractions import fraction_frame, sample_patients
+from chexflow.data.labels import OBSERVATIONS
+from chexflow.data.splits import eval_digest, make_splits
+from chexflow.errors import DataError
+
+FRAMES = ("train", "val", "eval")
+
+
+class PreparedData(BaseModel):
+    """The frames one run uses, written as CSVs under ``directory``."""
+
+    dataset_root: str
+    directory: str
+    fraction: float
+    seed: int
+    data_fingerprint: str
+    eval_digest: str
+    n_train_images: int
+    n_train_patients: int
+    n_val_images: int
+    n_eval_images: int
+
+    def frame(self, name: str) -> pd.DataFrame:
+        """``train``, ``val`` or ``eval`` as the canonical frame."""
+        return pd.read_csv(
+            Path(self.directory) / f"{name}.csv",
+            dtype={"path": str, "patient": str, "study": str, "ap_pa": str},
+            keep_default_na=False,
+            na_values={col: [""] for col in OBSERVATIONS},
+        )
+
+
+class TrainedModel(BaseModel):
+    """Where a finished training left its checkpoints, and how it went."""
+
+    fingerprint: str
+    checkpoint_dir: str
+    best_checkpoint: str
+    last_checkpoint: str
+    best_epoch: int
+    best_score: float | None
+    epochs_completed: int
+    resumed_from_epoch: int | None
+    history: list[dict[str, Any]]
+
+
+class Evaluated(BaseModel):
+    """Evaluation AUROC table and the embeddings of the evaluation set."""
+
+    output_dir: str
+    auroc: dict[str, Any]
+    embeddings_dir: str
+
+
+class Analysed(BaseModel):
+    """Cluster metrics, maps and plots of one run's embeddings."""
+
+    output_dir: str
+    metrics_file: str
+    flat_metrics: dict[str, float]
+
+
+def _write_atomically(directory: Path, files: dict[str, str]) -> None:
+    """Write text files into ``directory`` via a sibling temp dir and one rename."""
+    if directory.exists():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        os.replace(tmp, directory)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not directory.exists():
+            raise
+
+
+def prepare_data(
+    data_dir: Path, cfg: DataConfig, fraction: float, seed: int, workdir: Path
+) -> PreparedData:
+    """Read the CSVs, carve the fixed evaluation split and draw this fraction's patients."""
+    root = find_dataset_root(Path(data_dir))
+    train = read_split(root, "train")
+    valid = read_split(root, "valid") if (root / "valid.csv").exists() else None
+    if valid is None and cfg.eval_source != "holdout":
+        raise DataError(f"{root / 'valid.csv'} is missing; use data.eval_source=holdout")
+    splits = make_splits(train, valid, cfg)
+    patients = sample_patients(splits.pool, fraction, seed, cfg.min_class_count)
+    frames = {
+        "train": fraction_frame(splits.pool, patients),
+        "val": splits.val,
+        "eval": splits.eval,
+    }
+    data_fp = fingerprint(
+        {
+            name: data_fingerprint(frame, cfg.image_size, cfg.label_policy)
+            for name, frame in frames.items()
+        }
+    )
+    directory = Path(workdir) / "prepared" / data_fp
+    record = PreparedData(
+        dataset_root=str(root),
+        directory=str(directory),
+        fraction=fraction,
+        seed=seed,
+        data_fingerprint=data_fp,
+        eval_digest=eval_digest(splits.eval),
+        n_train_images=len(frames["train"]),
+        n_train_patients=len(patients),
+        n_val_images=len(splits.val),
+        n_eval_images=len(splits.eval),
+    )
+    files = {f"{name}.csv": frame.to_csv(index=False) for name, frame in frames.items()}
+    files["patients.txt"] = "\n".join(patients) + "\n"
+    files["prepared.json"] = record.model_dump_json(indent=2)
+    _write_atomically(directory, files)
+    return record
+
+
+def image_cache_dir(cfg: DataConfig, workdir: Path) -> Path:
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(workdir) / "cache" / "images"
+
+
+def build_dataset(
+    prepared: PreparedData, name: str, classes: Sequence[str], cfg: DataConfig, workdir: Path
+) -> tuple[ChexpertImages, pd.DataFrame]:
+    """A torch dataset over one of the prepared frames, images from the shared cache."""
+    frame = prepared.frame(name)
+    images = load_images(
+        Path(prepared.dataset_root),
+        frame["path"].tolist(),
+        cfg.image_size,
+        image_cache_dir(cfg, workdir),
+    )
+    targets, mask = label_targets(frame, classes, cfg.label_policy)
+    return ChexpertImages(images, targets, mask), frame
+
+
+def training_fingerprint(
+    prepared: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int
+) -> str:
+    """What determines the trained weights (not the loader workers or bootstrap count)."""
+    relevant = train_cfg.model_dump(mode="json", exclude={"num_workers", "bootstrap"})
+    return fingerprint(model_cfg, relevant, prepared.data_fingerprint, seed)
+
+
+def train_model(
+    prepared: PreparedData,
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    workdir: Path,
+    *,
+    callbacks: Sequence[Any] = (),
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainedModel:
+    """Fine-tune (or resume) into ``<workdir>/checkpoints/<training fingerprint>``."""
+    from chexflow.models import create_model, head_classes
+    from chexflow.train import fit
+
+    classes = head_classes(model_cfg)
+    train_set, _ = build_dataset(prepared, "train", classes, data_cfg, workdir)
+    val_set, _ = build_dataset(prepared, "val", classes, data_cfg, workdir)
+    seed = prepared.seed
+    train_loader = make_loader(
+        train_set, train_cfg.batch_size, shuffle=True, seed=seed, num_workers=train_cfg.num_workers
+    )
+    val_loader = make_loader(
+        val_set,
+        train_cfg.batch_size * 2,
+        shuffle=False,
+        seed=seed,
+        num_workers=train_cfg.num_workers,
+    )
+    train_fp = training_fingerprint(prepared, model_cfg, train_cfg, seed)
+    checkpoint_dir = Path(workdir) / "checkpoints" / train_fp
+    model = create_model(model_cfg, len(classes))
+    result = fit(
+        model,
+        train_loader,
+        val_loader,
+        train_cfg,
+        classes,
+        checkpoint_dir,
+        seed=seed,
+        resume=resume,
+        callbacks=callbacks,
+        progress=progress,
+    )
+    return TrainedModel(
+        fingerprint=train_fp,
+        checkpoint_dir=str(checkpoint_dir),
+        best_checkpoint=str(result.best_checkpoint),
+        last_checkpoint=str(result.last_checkpoint),
+        best_epoch=result.best_epoch,
+        best_score=result.best_score,
+        epochs_completed=result.epochs_completed,
+        resumed_from_epoch=result.resumed_from_epoch,
+        history=result.history,
+    )
+
+
+def evaluate_and_embed(
+    prepared: PreparedData,
+    trained: TrainedModel | None,
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    workdir: Path,
+    *,
+    progress: bool = True,
+) -> Evaluated:
+    """AUROC with CIs on the evaluation set and its pre-logits embeddings.
+
+    With ``trained=None`` the initial backbone is embedded: the "0%" reference.
+    """
+    import torch
+
+    from chexflow.embed import extract_embeddings, save_embeddings
+    from chexflow.evaluation import auroc_table, predict
+    from chexflow.models import create_model, head_classes
+    from chexflow.train import select_device
+
+    classes = head_classes(model_cfg)
+    eval_set, frame = build_dataset(prepared, "eval", classes, data_cfg, workdir)
+    loader = make_loader(eval_set, train_cfg.batch_size * 2, shuffle=False, seed=0)
+    device = select_device(train_cfg.device)
+    model = create_model(model_cfg, len(classes))
+    if trained is not None:
+        state = torch.load(trained.best_checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+        key = trained.fingerprint
+    else:
+        key = "initial-" + fingerprint(model_cfg, prepared.eval_digest)
+    model.to(device)
+    out_dir = Path(workdir) / "outputs" / key
+    probs, targets, mask = predict(model, loader, device)
+    auroc = auroc_table(probs, targets, mask, classes, train_cfg.bootstrap, seed=prepared.seed)
+    features = extract_embeddings(model, loader, device, progress=progress)
+    positives = positive_sets(frame)
+    table = pd.DataFrame(
+        {
+            "path": frame["path"],
+            "patient": frame["patient"],
+            "view": frame["view"],
+            "positives": ["|".join(p) for p in positives],
+            "exclusive": [e or "" for e in exclusive_labels(frame)],
+        }
+    )
+    embeddings_dir = out_dir / "embeddings"
+    if embeddings_dir.exists():
+        shutil.rmtree(embeddings_dir)
+    meta = {
+        "eval_digest": prepared.eval_digest,
+        "model": model_cfg.name,
+        "fraction": prepared.fraction if trained is not None else 0.0,
+        "seed": prepared.seed,
+        "training_fingerprint": key,
+    }
+    save_embeddings(embeddings_dir, features, table, meta)
+    (out_dir / "evaluation.json").write_text(json.dumps(auroc, indent=2))
+    return Evaluated(output_dir=str(out_dir), auroc=auroc, embeddings_dir=str(embeddings_dir))
+
+
+def analyse_run(
+    embeddings_dir: Path, analysis_cfg: Any, output_dir: Path, title: str, seed: int = 0
+) -> Analysed:
+    """Maps, cluster metrics and plots for one run's saved embeddings."""
+    from chexflow.analysis.run_analysis import analyse_embeddings, flat_metrics, write_analysis
+    from chexflow.embed import load_embeddings
+
+    features, table, _meta = load_embeddings(Path(embeddings_dir))
+    positives = [tuple(p.split("|")) if p else () for p in table["positives"].fillna("")]
+    exclusive = [e or None for e in table["exclusive"].fillna("")]
+    result = analyse_embeddings(features, positives, exclusive, analysis_cfg, seed=seed)
+    write_analysis(result, Path(output_dir), title)
+    return Analysed(
+        output_dir=str(output_dir),
+        metrics_file=str(Path(output_dir) / "metrics" / "cluster_metrics.json"),
+        flat_metrics=flat_metrics(result.metrics),
+    )

@@ -1,0 +1,103 @@
+"""Sweep label fractions × seeds under one parent MLflow run, then compare them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
+from pydantic import AfterValidator, Field
+
+from chexflow.config import ChexflowConfig, check_fractions, check_seeds, config_to_yaml
+from chexflow.tracking import PREFECT_RUN_TAG, make_tracker
+from flows._common import absolute, one_line
+from flows.compare import compare
+from flows.finetune import finetune
+from tasks import tracking as mlflow_tasks
+
+Fractions = Annotated[list[float], Field(min_length=1), AfterValidator(check_fractions)]
+Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(check_seeds)]
+
+
+@task(name="dispatch-finetune", cache_policy=NO_CACHE)
+def dispatch(deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Run one fine-tune as a flow run of ``deployment`` on its work pool and wait for it."""
+    run = run_deployment(deployment, parameters=parameters, as_subflow=True, timeout=None)
+    if not run.state or not run.state.is_completed():
+        raise RuntimeError(f"flow run {run.name} ended {run.state.name if run.state else '?'}")
+    return run.state.result()
+
+
+@flow(name="sweep", persist_result=True, result_serializer="json", log_prints=True)
+def sweep(
+    data_dir: str,
+    fractions: Fractions = [0.01, 0.1],  # noqa: B006 - copied by pydantic validation
+    seeds: Seeds = [0],  # noqa: B006
+    config: ChexflowConfig = ChexflowConfig(),
+    workdir: str = ".chexflow",
+    dispatch_to: Literal["local", "deployment"] = "local",
+    deployment: str = "finetune/chexflow-finetune",
+    run_compare: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune every fraction × seed, then write their comparison.
+
+    With ``dispatch_to=deployment`` each fine-tune becomes a flow run of the named
+    deployment, so GPU workers of its work pool run the fractions in parallel.
+    """
+    logger = get_run_logger()
+    workdir, data_dir = absolute(workdir), absolute(data_dir)
+    tracker = make_tracker(config.tracking.experiment, Path(workdir))
+    name = "sweep-" + "-".join(f"{f:g}" for f in fractions)
+    sweep_id = mlflow_tasks.start_run(
+        tracker,
+        "sweep",
+        name,
+        {
+            PREFECT_RUN_TAG: str(flow_run.id),
+            "chexflow.fractions": ",".join(map(str, fractions)),
+            "chexflow.seeds": ",".join(map(str, seeds)),
+        },
+    )
+    logger.info("Sweep %s: fractions %s × seeds %s", sweep_id, fractions, seeds)
+    try:
+        tracker.log_text(sweep_id, config_to_yaml(config), "config.yaml")
+        grid = [(f, s) for f in fractions for s in seeds]
+        if dispatch_to == "local":
+            children = [
+                finetune(data_dir, f, s, config, workdir, sweep_id=sweep_id, force=force)
+                for f, s in grid
+            ]
+        else:
+            futures = [
+                dispatch.submit(
+                    deployment,
+                    {
+                        "data_dir": data_dir,
+                        "fraction": f,
+                        "seed": s,
+                        "config": config.model_dump(mode="json"),
+                        "workdir": workdir,
+                        "sweep_id": sweep_id,
+                        "force": force,
+                    },
+                )
+                for f, s in grid
+            ]
+            children = [future.result() for future in futures]
+        comparison = None
+        if run_compare:
+            comparison = compare(
+                run_ids=[c["run_id"] for c in children],
+                config=config,
+                workdir=workdir,
+                parent_run_id=sweep_id,
+            )
+        mlflow_tasks.finish_run(tracker, sweep_id)
+    except BaseException as exc:
+        mlflow_tasks.finish_run(tracker, sweep_id, failure=one_line(exc))
+        raise
+    return {"sweep_id": sweep_id, "runs": children, "comparison": comparison}

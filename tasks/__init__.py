@@ -1,0 +1,1 @@
+"""Thin Prefect tasks over the chexflow library: retries, caching, artifacts."""

@@ -1,0 +1,66 @@
+"""Tasks of the comparison: select runs in MLflow, download their artifacts, write the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from chexflow.comparison import ARTIFACTS, RunRecord, load_run_record
+from chexflow.errors import ChexflowError
+from chexflow.report import write_report
+from chexflow.tracking import Tracker, runs_by_id, runs_of_sweep
+
+RETRY = {"retries": 3, "retry_delay_seconds": [1, 3, 10], "cache_policy": NO_CACHE}
+
+
+@task(name="select-runs", **RETRY)
+def select_runs(
+    tracker: Tracker,
+    sweep_id: str | None,
+    run_ids: list[str] | None,
+    model_name: str | None,
+    aliases: list[str] | None,
+) -> list[tuple[str, dict[str, str]]]:
+    """Run ids and tags: of a sweep, named explicitly, or behind registry aliases."""
+    if sum(bool(x) for x in (sweep_id, run_ids, aliases)) != 1:
+        raise ChexflowError("name exactly one of: a sweep id, run ids, or model aliases")
+    if sweep_id:
+        runs = runs_of_sweep(tracker, sweep_id)
+        if not runs:
+            raise ChexflowError(f"sweep {sweep_id} has no finished fine-tune runs in MLflow")
+    elif run_ids:
+        runs = runs_by_id(tracker, run_ids)
+    else:
+        if not model_name:
+            raise ChexflowError("model aliases need a registered model name")
+        versions = []
+        for alias in aliases or []:
+            try:
+                versions.append(tracker.client.get_model_version_by_alias(model_name, alias))
+            except Exception as exc:
+                raise ChexflowError(f"model {model_name} has no alias {alias!r}") from exc
+        runs = runs_by_id(tracker, [v.run_id for v in versions])
+    not_finetune = [r.info.run_id for r in runs if r.data.tags.get("chexflow.kind") != "finetune"]
+    if not_finetune:
+        raise ChexflowError(f"runs {not_finetune} are not chexflow fine-tune runs")
+    unfinished = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
+    if unfinished:
+        raise ChexflowError(f"runs {unfinished} did not finish; compare finished runs only")
+    return [(r.info.run_id, dict(r.data.tags)) for r in runs]
+
+
+@task(name="download-run", **RETRY)
+def download_run(tracker: Tracker, run_id: str, tags: dict[str, str], dst: str) -> RunRecord:
+    """Fetch a run's metrics, embeddings and maps from MLflow into ``dst``."""
+    directory = Path(dst) / run_id
+    for name in ARTIFACTS:
+        tracker.download(run_id, name, directory)
+    return load_run_record(run_id, tags, directory)
+
+
+@task(name="write-report", cache_policy=NO_CACHE)
+def report(records: list[RunRecord], out_dir: str) -> dict[str, str]:
+    """The differential analysis as Markdown, HTML and JSON."""
+    return {k: str(v) for k, v in write_report(records, Path(out_dir)).items()}

@@ -1,0 +1,128 @@
+"""MLflow tasks. Tracking calls are I/O: they retry, and every one names its run id."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from chexflow import pipeline
+from chexflow.config import ChexflowConfig, config_to_yaml, flatten
+from chexflow.data.labels import metric_key
+from chexflow.tracking import FRACTION_TAG, SEED_TAG, Tracker, model_alias
+
+RETRY = {"retries": 3, "retry_delay_seconds": [1, 3, 10], "cache_policy": NO_CACHE}
+
+
+@task(name="mlflow-start-run", **RETRY)
+def start_run(
+    tracker: Tracker,
+    kind: str,
+    run_name: str,
+    tags: dict[str, str],
+    parent_run_id: str | None = None,
+) -> str:
+    """Create an MLflow run and return its id."""
+    return tracker.start_run(kind, run_name, tags, parent_run_id)
+
+
+def evaluation_metrics(auroc: dict) -> dict[str, float | None]:
+    """``val_auroc_mean`` and ``val_auroc/<class>`` (+ CI bounds) from an AUROC table."""
+    metrics: dict[str, float | None] = {
+        "val_auroc_mean": auroc.get("mean"),
+        "val_auroc_mean_ci_low": auroc.get("mean_ci_low"),
+        "val_auroc_mean_ci_high": auroc.get("mean_ci_high"),
+    }
+    for name, row in auroc["classes"].items():
+        key = metric_key(name)
+        metrics[f"val_auroc/{key}"] = row.get("auroc")
+        metrics[f"val_auroc_ci_low/{key}"] = row.get("ci_low")
+        metrics[f"val_auroc_ci_high/{key}"] = row.get("ci_high")
+    return metrics
+
+
+@task(name="mlflow-log-finetune", **RETRY)
+def log_finetune(
+    tracker: Tracker,
+    run_id: str,
+    config: ChexflowConfig,
+    prepared: pipeline.PreparedData,
+    trained: pipeline.TrainedModel,
+    evaluated: pipeline.Evaluated,
+    analysed: pipeline.Analysed,
+) -> None:
+    """Params, per-epoch history, evaluation and cluster metrics, and every artifact."""
+    tracker.log_params(
+        run_id,
+        {
+            **flatten(config),
+            "fraction": str(prepared.fraction),
+            "seed": str(prepared.seed),
+            "data_fingerprint": prepared.data_fingerprint,
+            "training_fingerprint": trained.fingerprint,
+            "n_train_images": str(prepared.n_train_images),
+            "n_train_patients": str(prepared.n_train_patients),
+            "n_eval_images": str(prepared.n_eval_images),
+        },
+    )
+    for row in trained.history:
+        epoch = int(row.get("epoch", 0))
+        tracker.log_metrics(
+            run_id,
+            {
+                f"epoch/{k}": v
+                for k, v in row.items()
+                if k != "epoch" and isinstance(v, int | float)
+            },
+            step=epoch,
+        )
+    tracker.log_metrics(
+        run_id,
+        {
+            **evaluation_metrics(evaluated.auroc),
+            **analysed.flat_metrics,
+            "best_epoch": trained.best_epoch,
+        },
+    )
+    manifest = prepared.frame("train")[["path", "patient", "study", "view"]]
+    tracker.log_training_subset(run_id, manifest, name=f"train-{prepared.data_fingerprint}")
+    analysis_dir = Path(analysed.output_dir)
+    tracker.log_artifacts(run_id, Path(evaluated.embeddings_dir), "embeddings")
+    for sub in ("plots", "metrics", "maps"):
+        if (analysis_dir / sub).is_dir():
+            tracker.log_artifacts(run_id, analysis_dir / sub, sub)
+    tracker.log_text(run_id, json.dumps(evaluated.auroc, indent=2), "metrics/evaluation.json")
+    tracker.log_text(run_id, config_to_yaml(config), "config.yaml")
+    tracker.log_artifact(run_id, Path(prepared.directory) / "patients.txt", "data")
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "checkpoints"
+        staged.mkdir()
+        for name in ("best.pt", "best.json", "last.json"):
+            source = Path(trained.checkpoint_dir) / name
+            if source.exists():
+                shutil.copy2(source, staged / name)
+        tracker.log_artifacts(run_id, staged, "checkpoints")
+
+
+@task(name="mlflow-register-model", **RETRY)
+def register_model(
+    tracker: Tracker, model_name: str, run_id: str, fraction: float, seed: int
+) -> str:
+    """Register the run's best checkpoint, tagged and aliased by fraction and seed."""
+    return tracker.register(
+        model_name,
+        run_id,
+        "checkpoints",
+        tags={FRACTION_TAG: str(fraction), SEED_TAG: str(seed), "run_id": run_id},
+        alias=model_alias(fraction, seed),
+    )
+
+
+@task(name="mlflow-finish-run", **RETRY)
+def finish_run(tracker: Tracker, run_id: str, failure: str | None = None) -> None:
+    """Mark the run FINISHED, or FAILED with the reason as a tag."""
+    tracker.finish(run_id, failure)

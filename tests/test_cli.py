@@ -1,0 +1,72 @@
+"""The command line: contracts, exit codes and one-line errors (in-process, no services)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from chexflow.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_data_summary_json_is_stable(tiny_dataset: Path) -> None:
+    result = invoke("data", "summary", "--data", str(tiny_dataset), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["schema"] == "chexflow.data-summary/1"
+
+
+def test_data_summary_table(tiny_dataset: Path) -> None:
+    result = invoke("data", "summary", "--data", str(tiny_dataset))
+    assert result.exit_code == 0, result.output
+    assert "Edema" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["finetune", "--data", "/nonexistent", "--fraction", "0.1"], "--data"),
+        (["finetune", "--data", ".", "--fraction", "1.5"], "(0, 1]"),
+        (["finetune", "--data", ".", "--fraction", "0"], "(0, 1]"),
+        (["sweep", "--data", ".", "--fractions", "0.1,0.1"], "repeated"),
+        (["sweep", "--data", ".", "--fractions", "0.1,abc"], "--fractions"),
+        (["sweep", "--data", ".", "--fractions", "0.1,2"], "(0, 1]"),
+        (["sweep", "--data", ".", "--seeds", "0,0"], "repeated"),
+        (["sweep", "--data", ".", "--dispatch", "cloud"], "--dispatch"),
+        (["sweep", "--data", ".", "--set", "train.epochs=0"], "train.epochs"),
+        (["sweep", "--data", ".", "--set", "nope.key=1"], "nope"),
+        (["sweep", "--data", ".", "--config", "/nonexistent.yaml"], "does not exist"),
+        (["compare"], "exactly one"),
+        (["compare", "--sweep", "a", "--runs", "b"], "exactly one"),
+        (["data", "summary", "--data", "/nonexistent"], "/nonexistent"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args: list[str], expected: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert expected in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_synth_refuses_a_non_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("keep me")
+    result = invoke("synth", str(tmp_path), "--patients", "10", "--image-size", "32")
+    assert result.exit_code == 2
+    assert (tmp_path / "x").read_text() == "keep me"
+
+
+def test_synth_writes_a_dataset_the_summary_reads(tmp_path: Path) -> None:
+    out = tmp_path / "CheXpert-v1.0-small"
+    result = invoke("synth", str(out), "--patients", "30", "--image-size", "32")
+    assert result.exit_code == 0, result.output
+    assert (out / "train.csv").is_file() and (out / "valid.csv").is_file()

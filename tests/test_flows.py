@@ -1,0 +1,126 @@
+"""End to end: real Prefect flows (test API), real MLflow (SQLite), real training on tiny data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from chexflow.config import ChexflowConfig, load_config
+from chexflow.data.labels import EVAL_CLASSES, metric_key
+from chexflow.tracking import default_tracking_uri
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "data.image_size=32",
+    "model.name=test_resnet",
+    "train.epochs=1",
+    "train.batch_size=16",
+    "train.bootstrap=20",
+    "analysis.bootstrap=20",
+    "analysis.kmeans_seeds=2",
+    "analysis.max_faithfulness_points=300",
+]
+FRACTIONS = [0.25, 0.5]
+
+
+@pytest.fixture(scope="module")
+def tiny_config() -> ChexflowConfig:
+    return load_config(None, TINY)
+
+
+@pytest.fixture(scope="module")
+def swept(prefect_api, tiny_dataset: Path, tiny_config, tmp_path_factory):
+    from flows.sweep import sweep
+
+    workdir = tmp_path_factory.mktemp("work")
+    result = sweep(str(tiny_dataset), FRACTIONS, [0], tiny_config, str(workdir))
+    client = MlflowClient(default_tracking_uri(workdir))
+    return workdir, result, client
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_sweep_records_parent_children_and_contract_layout(swept) -> None:
+    _workdir, result, client = swept
+    sweep_run = client.get_run(result["sweep_id"])
+    assert sweep_run.data.tags["chexflow.kind"] == "sweep"
+    assert sweep_run.info.status == "FINISHED"
+    assert [r["fraction"] for r in result["runs"]] == FRACTIONS
+    for child in result["runs"]:
+        run = client.get_run(child["run_id"])
+        tags, metrics = run.data.tags, run.data.metrics
+        assert run.info.status == "FINISHED"
+        assert run.info.experiment_id == sweep_run.info.experiment_id
+        assert tags["mlflow.parentRunId"] == result["sweep_id"]
+        assert tags["chexflow.kind"] == "finetune"
+        assert tags["chexflow.sweep_id"] == result["sweep_id"]
+        assert float(tags["chexflow.fraction"]) == child["fraction"]
+        assert 0.0 <= metrics["val_auroc_mean"] <= 1.0
+        assert {"silhouette", "davies_bouldin"} <= set(metrics)
+        for name in EVAL_CLASSES[:5]:
+            assert f"val_auroc/{metric_key(name)}" in metrics
+        assert any(key.startswith("silhouette/") for key in metrics)
+        files = _artifacts(client, child["run_id"])
+        for expected in (
+            "embeddings/features.npy",
+            "embeddings/index.csv",
+            "plots/tsne.png",
+            "metrics/cluster_metrics.json",
+            "metrics/evaluation.json",
+            "checkpoints/best.pt",
+            "config.yaml",
+        ):
+            assert expected in files, expected
+        assert run.inputs.dataset_inputs, "training subset logged as a dataset input"
+
+
+def test_every_child_is_a_registered_version_with_alias(swept) -> None:
+    _workdir, result, client = swept
+    for child in result["runs"]:
+        version = client.get_model_version("chexpert-finetune", child["model_version"])
+        assert version.run_id == child["run_id"]
+        assert version.tags["chexflow.fraction"] == str(child["fraction"])
+        pct = f"{child['fraction'] * 100:g}".replace(".", "_")
+        alias = client.get_model_version_by_alias("chexpert-finetune", f"frac-{pct}pct-seed0")
+        assert alias.version == version.version
+
+
+def test_comparison_run_holds_the_report(swept) -> None:
+    _workdir, result, client = swept
+    comparison = client.get_run(result["comparison"]["run_id"])
+    assert comparison.data.tags["chexflow.kind"] == "comparison"
+    files = _artifacts(client, comparison.info.run_id)
+    assert {"report/report.md", "report/report.html", "report/comparison.json"} <= files
+    html = Path(result["comparison"]["html"]).read_text()
+    assert "data:image/png;base64," in html
+
+
+def test_rerunning_the_sweep_reuses_training(swept, tiny_dataset, tiny_config) -> None:
+    from flows.sweep import sweep
+
+    workdir, first, _client = swept
+    checkpoints = sorted((workdir / "checkpoints").glob("*/best.pt"))
+    before = {p: p.stat().st_mtime_ns for p in checkpoints}
+    again = sweep(str(tiny_dataset), FRACTIONS, [0], tiny_config, str(workdir), run_compare=False)
+    assert all(run["reused_training"] for run in again["runs"])
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == before
+    assert {r["run_id"] for r in again["runs"]}.isdisjoint({r["run_id"] for r in first["runs"]})
+
+
+def test_compare_needs_only_mlflow(swept, tiny_config) -> None:
+    from flows.compare import compare
+
+    workdir, result, _client = swept
+    for local in ("outputs", "checkpoints", "prepared", "cache", "comparisons"):
+        shutil.rmtree(workdir / local, ignore_errors=True)
+    report = compare(sweep_id=result["sweep_id"], config=tiny_config, workdir=str(workdir))
+    assert Path(report["markdown"]).read_text().count("| `") == len(FRACTIONS)
