@@ -1,0 +1,1 @@
+"""Prefect deployments of chexflow: prefect.yaml, work-pool templates, the deploy command."""
