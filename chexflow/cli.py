@@ -230,12 +230,13 @@ def _print_sweep(result: dict[str, Any], workdir: Path) -> None:
     typer.echo(f"sweep {result['sweep_id']}: {len(result['runs'])} fine-tune runs")
     for run in result["runs"]:
         auroc = run.get("val_auroc_mean")
+        score = f"mean AUROC {auroc:.3f}" if auroc is not None else "mean AUROC undefined"
         typer.echo(
-            f"  fraction {run['fraction']:g} seed {run['seed']}: run {run['run_id']}, "
-            f"mean AUROC {auroc:.3f}"
-            if auroc is not None
-            else "  mean AUROC undefined"
+            f"  fraction {run['fraction']:g} seed {run['seed']}: run {run['run_id']}, {score}"
         )
+    if result.get("reference"):
+        ref = result["reference"]
+        typer.echo(f"  initial backbone (0%): run {ref['run_id']}")
     if result.get("comparison"):
         typer.echo(f"report: {result['comparison']['html']}")
     uri = default_tracking_uri(workdir)

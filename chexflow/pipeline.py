@@ -108,16 +108,19 @@ def _write_atomically(directory: Path, files: dict[str, str]) -> None:
 def prepare_data(
     data_dir: Path, cfg: DataConfig, fraction: float, seed: int, workdir: Path
 ) -> PreparedData:
-    """Read the CSVs, carve the fixed evaluation split and draw this fraction's patients."""
+    """Read the CSVs, carve the fixed evaluation split and draw this fraction's patients.
+
+    ``fraction=0`` draws no training patients: the initial backbone's "0%" reference.
+    """
     root = find_dataset_root(Path(data_dir))
     train = read_split(root, "train")
     valid = read_split(root, "valid") if (root / "valid.csv").exists() else None
     if valid is None and cfg.eval_source != "holdout":
         raise DataError(f"{root / 'valid.csv'} is missing; use data.eval_source=holdout")
     splits = make_splits(train, valid, cfg)
-    patients = sample_patients(splits.pool, fraction, seed, cfg.min_class_count)
+    patients = sample_patients(splits.pool, fraction, seed, cfg.min_class_count) if fraction else []
     frames = {
-        "train": fraction_frame(splits.pool, patients),
+        "train": fraction_frame(splits.pool, patients) if patients else splits.pool.iloc[:0],
         "val": splits.val,
         "eval": splits.eval,
     }

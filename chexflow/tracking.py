@@ -243,11 +243,11 @@ class BatchedMetricLogger:
 
 
 def runs_of_sweep(tracker: Tracker, sweep_id: str) -> list[Any]:
-    """Finished fine-tune runs whose parent is the sweep run ``sweep_id``."""
-    return tracker.find_runs(
-        f"tags.`{PARENT_TAG}` = '{sweep_id}' and tags.`{KIND_TAG}` = 'finetune' "
-        "and attributes.status = 'FINISHED'"
+    """Finished fine-tune (and initial-backbone reference) runs of the sweep ``sweep_id``."""
+    runs = tracker.find_runs(
+        f"tags.`{PARENT_TAG}` = '{sweep_id}' and attributes.status = 'FINISHED'"
     )
+    return [r for r in runs if r.data.tags.get(KIND_TAG) in ("finetune", "reference")]
 
 
 def runs_by_id(tracker: Tracker, run_ids: Iterable[str]) -> list[Any]:

@@ -16,6 +16,7 @@ from chexflow.tracking import PREFECT_RUN_TAG, make_tracker
 from flows._common import absolute, one_line
 from flows.compare import compare
 from flows.finetune import finetune
+from flows.reference import reference
 from tasks import tracking as mlflow_tasks
 
 Fractions = Annotated[list[float], Field(min_length=1), AfterValidator(check_fractions)]
@@ -41,12 +42,14 @@ def sweep(
     dispatch_to: Literal["local", "deployment"] = "local",
     deployment: str = "finetune/chexflow-finetune",
     run_compare: bool = True,
+    include_reference: bool = True,
     force: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune every fraction × seed, then write their comparison.
 
     With ``dispatch_to=deployment`` each fine-tune becomes a flow run of the named
-    deployment, so GPU workers of its work pool run the fractions in parallel.
+    deployment, so GPU workers of its work pool run the fractions in parallel. With
+    ``include_reference`` the initial backbone's embeddings join the comparison as "0%".
     """
     logger = get_run_logger()
     workdir, data_dir = absolute(workdir), absolute(data_dir)
@@ -88,10 +91,12 @@ def sweep(
                 for f, s in grid
             ]
             children = [future.result() for future in futures]
+        baseline = reference(data_dir, config, workdir, sweep_id) if include_reference else None
         comparison = None
         if run_compare:
+            compared = [c["run_id"] for c in children] + ([baseline["run_id"]] if baseline else [])
             comparison = compare(
-                run_ids=[c["run_id"] for c in children],
+                run_ids=compared,
                 config=config,
                 workdir=workdir,
                 parent_run_id=sweep_id,
@@ -100,4 +105,9 @@ def sweep(
     except BaseException as exc:
         mlflow_tasks.finish_run(tracker, sweep_id, failure=one_line(exc))
         raise
-    return {"sweep_id": sweep_id, "runs": children, "comparison": comparison}
+    return {
+        "sweep_id": sweep_id,
+        "runs": children,
+        "reference": baseline,
+        "comparison": comparison,
+    }

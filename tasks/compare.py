@@ -42,9 +42,10 @@ def select_runs(
             except Exception as exc:
                 raise ChexflowError(f"model {model_name} has no alias {alias!r}") from exc
         runs = runs_by_id(tracker, [v.run_id for v in versions])
-    not_finetune = [r.info.run_id for r in runs if r.data.tags.get("chexflow.kind") != "finetune"]
-    if not_finetune:
-        raise ChexflowError(f"runs {not_finetune} are not chexflow fine-tune runs")
+    kinds = ("finetune", "reference")
+    foreign = [r.info.run_id for r in runs if r.data.tags.get("chexflow.kind") not in kinds]
+    if foreign:
+        raise ChexflowError(f"runs {foreign} are not chexflow fine-tune or reference runs")
     unfinished = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
     if unfinished:
         raise ChexflowError(f"runs {unfinished} did not finish; compare finished runs only")

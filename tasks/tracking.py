@@ -45,6 +45,39 @@ def evaluation_metrics(auroc: dict) -> dict[str, float | None]:
     return metrics
 
 
+def _log_evaluation(
+    tracker: Tracker,
+    run_id: str,
+    config: ChexflowConfig,
+    prepared: pipeline.PreparedData,
+    evaluated: pipeline.Evaluated,
+    analysed: pipeline.Analysed,
+    extra_params: dict[str, str],
+) -> None:
+    """What every embedded model logs: params, evaluation and cluster metrics, artifacts."""
+    tracker.log_params(
+        run_id,
+        {
+            **flatten(config),
+            "fraction": str(prepared.fraction),
+            "seed": str(prepared.seed),
+            "data_fingerprint": prepared.data_fingerprint,
+            "n_train_images": str(prepared.n_train_images),
+            "n_train_patients": str(prepared.n_train_patients),
+            "n_eval_images": str(prepared.n_eval_images),
+            **extra_params,
+        },
+    )
+    tracker.log_metrics(run_id, {**evaluation_metrics(evaluated.auroc), **analysed.flat_metrics})
+    analysis_dir = Path(analysed.output_dir)
+    tracker.log_artifacts(run_id, Path(evaluated.embeddings_dir), "embeddings")
+    for sub in ("plots", "metrics", "maps"):
+        if (analysis_dir / sub).is_dir():
+            tracker.log_artifacts(run_id, analysis_dir / sub, sub)
+    tracker.log_text(run_id, json.dumps(evaluated.auroc, indent=2), "metrics/evaluation.json")
+    tracker.log_text(run_id, config_to_yaml(config), "config.yaml")
+
+
 @task(name="mlflow-log-finetune", **RETRY)
 def log_finetune(
     tracker: Tracker,
@@ -55,48 +88,24 @@ def log_finetune(
     evaluated: pipeline.Evaluated,
     analysed: pipeline.Analysed,
 ) -> None:
-    """Params, per-epoch history, evaluation and cluster metrics, and every artifact."""
-    tracker.log_params(
+    """Evaluation as above, plus the training history, subset, patients and checkpoints."""
+    _log_evaluation(
+        tracker,
         run_id,
-        {
-            **flatten(config),
-            "fraction": str(prepared.fraction),
-            "seed": str(prepared.seed),
-            "data_fingerprint": prepared.data_fingerprint,
-            "training_fingerprint": trained.fingerprint,
-            "n_train_images": str(prepared.n_train_images),
-            "n_train_patients": str(prepared.n_train_patients),
-            "n_eval_images": str(prepared.n_eval_images),
-        },
+        config,
+        prepared,
+        evaluated,
+        analysed,
+        {"training_fingerprint": trained.fingerprint},
     )
     for row in trained.history:
-        epoch = int(row.get("epoch", 0))
-        tracker.log_metrics(
-            run_id,
-            {
-                f"epoch/{k}": v
-                for k, v in row.items()
-                if k != "epoch" and isinstance(v, int | float)
-            },
-            step=epoch,
-        )
-    tracker.log_metrics(
-        run_id,
-        {
-            **evaluation_metrics(evaluated.auroc),
-            **analysed.flat_metrics,
-            "best_epoch": trained.best_epoch,
-        },
-    )
+        numeric = {
+            f"epoch/{k}": v for k, v in row.items() if k != "epoch" and isinstance(v, int | float)
+        }
+        tracker.log_metrics(run_id, numeric, step=int(row.get("epoch", 0)))
+    tracker.log_metrics(run_id, {"best_epoch": trained.best_epoch})
     manifest = prepared.frame("train")[["path", "patient", "study", "view"]]
     tracker.log_training_subset(run_id, manifest, name=f"train-{prepared.data_fingerprint}")
-    analysis_dir = Path(analysed.output_dir)
-    tracker.log_artifacts(run_id, Path(evaluated.embeddings_dir), "embeddings")
-    for sub in ("plots", "metrics", "maps"):
-        if (analysis_dir / sub).is_dir():
-            tracker.log_artifacts(run_id, analysis_dir / sub, sub)
-    tracker.log_text(run_id, json.dumps(evaluated.auroc, indent=2), "metrics/evaluation.json")
-    tracker.log_text(run_id, config_to_yaml(config), "config.yaml")
     tracker.log_artifact(run_id, Path(prepared.directory) / "patients.txt", "data")
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "checkpoints"
@@ -106,6 +115,19 @@ def log_finetune(
             if source.exists():
                 shutil.copy2(source, staged / name)
         tracker.log_artifacts(run_id, staged, "checkpoints")
+
+
+@task(name="mlflow-log-reference", **RETRY)
+def log_reference(
+    tracker: Tracker,
+    run_id: str,
+    config: ChexflowConfig,
+    prepared: pipeline.PreparedData,
+    evaluated: pipeline.Evaluated,
+    analysed: pipeline.Analysed,
+) -> None:
+    """The initial backbone's evaluation and embeddings: no training, no checkpoint."""
+    _log_evaluation(tracker, run_id, config, prepared, evaluated, analysed, {})
 
 
 @task(name="mlflow-register-model", **RETRY)

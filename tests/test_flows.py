@@ -94,6 +94,16 @@ def test_every_child_is_a_registered_version_with_alias(swept) -> None:
         assert alias.version == version.version
 
 
+def test_initial_backbone_reference_is_logged_and_compared(swept) -> None:
+    _workdir, result, client = swept
+    reference = client.get_run(result["reference"]["run_id"])
+    assert reference.data.tags["chexflow.kind"] == "reference"
+    assert reference.data.tags["mlflow.parentRunId"] == result["sweep_id"]
+    assert float(reference.data.tags["chexflow.fraction"]) == 0.0
+    assert "embeddings/features.npy" in _artifacts(client, reference.info.run_id)
+    assert result["reference"]["run_id"] in result["comparison"]["runs"]
+
+
 def test_comparison_run_holds_the_report(swept) -> None:
     _workdir, result, client = swept
     comparison = client.get_run(result["comparison"]["run_id"])
@@ -123,4 +133,4 @@ def test_compare_needs_only_mlflow(swept, tiny_config) -> None:
     for local in ("outputs", "checkpoints", "prepared", "cache", "comparisons"):
         shutil.rmtree(workdir / local, ignore_errors=True)
     report = compare(sweep_id=result["sweep_id"], config=tiny_config, workdir=str(workdir))
-    assert Path(report["markdown"]).read_text().count("| `") == len(FRACTIONS)
+    assert len(report["runs"]) == len(FRACTIONS) + 1  # the fractions and the 0% reference
