@@ -34,16 +34,34 @@ class RunRecord:
     metrics: dict[str, Any]
     table: pd.DataFrame
     maps: dict[str, np.ndarray] = field(default_factory=dict)
+    kind: str = "finetune"
+    feature_array: np.ndarray | None = None
 
     @property
     def label(self) -> str:
         pct = f"{self.fraction * 100:g}%"
         return f"{pct} seed {self.seed}"
 
+    @property
+    def is_reference(self) -> bool:
+        """The initial backbone (no labels, fraction 0): a baseline, its head untrained."""
+        return self.kind == "reference" or self.fraction == 0.0
+
     def features(self) -> np.ndarray:
+        """The evaluation embeddings ``[n, d]`` (held in memory, else read from disk)."""
+        if self.feature_array is not None:
+            return self.feature_array
         from chexflow.embed import load_embeddings
 
         return load_embeddings(self.directory / "embeddings")[0]
+
+    def exclusive(self) -> list[str | None]:
+        """Per evaluation image, its class when it has exactly one, else None."""
+        return [e or None for e in self.table["exclusive"].fillna("")]
+
+    def positives(self) -> list[tuple[str, ...]]:
+        """Per evaluation image, its positive evaluation classes."""
+        return [tuple(p.split("|")) if p else () for p in self.table["positives"].fillna("")]
 
     def primary_map(self) -> np.ndarray:
         key = self.metrics.get("primary_map") or next(
@@ -80,6 +98,7 @@ def load_run_record(run_id: str, tags: dict[str, str], directory: Path) -> RunRe
         metrics=_read_json(directory / "metrics" / "cluster_metrics.json", run_id),
         table=table,
         maps=maps,
+        kind=tags.get("chexflow.kind", "finetune"),
     )
 
 

@@ -1,0 +1,178 @@
+"""Class-level sections: cluster quality per class, overlapping pairs, multi-label images."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+from chexflow.report import verdicts as v
+from chexflow.report.context import Context, Group, contrasts
+
+
+def base_rates(ctx: Context) -> dict[str, float]:
+    """Share of each class among the exclusive images (what random neighbours would give)."""
+    counts = ctx.groups[0].records[0].metrics["class_counts"]
+    total = sum(counts[c] for c in ctx.classes)
+    return {c: counts[c] / total for c in ctx.classes}
+
+
+def pair_key(prefix: str, a: str, b: str, classes: list[str]) -> str:
+    """``prefix/a/b`` with the two classes in class order (how pair keys are stored)."""
+    first, second = sorted((a, b), key=classes.index)
+    return f"{prefix}/{first}/{second}"
+
+
+def nearest_class(group: Group, name: str, classes: list[str]) -> str | None:
+    """The class whose centroid is closest on average over the group's seeds."""
+    distances = {
+        other: group.estimate(pair_key("centroid", name, other, classes))["value"]
+        for other in classes
+        if other != name
+    }
+    known = {k: d for k, d in distances.items() if d is not None}
+    return min(known, key=known.__getitem__) if known else None
+
+
+def _partners(group: Group, name: str, ctx: Context, base: dict[str, float]) -> list[dict]:
+    shares = [
+        {"class": other, "share": group.estimate(f"mix/{name}/{other}"), "base_rate": base[other]}
+        for other in ctx.classes
+        if other != name
+    ]
+    shares = [s for s in shares if s["share"]["value"] is not None]
+    shares.sort(key=lambda s: -s["share"]["value"])
+    return shares[: v.MAX_PARTNERS]
+
+
+def _class_at(group: Group, name: str, ctx: Context, base: dict[str, float]) -> dict[str, Any]:
+    silhouette = group.estimate(f"silhouette/{name}")["value"]
+    purity = group.estimate(f"purity/{name}")["value"]
+    mixing = None if purity is None else 1.0 - purity
+    partners = _partners(group, name, ctx, base)
+    verdict = v.class_verdict(
+        silhouette,
+        mixing,
+        [{"class": p["class"], "share": p["share"]["value"]} for p in partners],
+    )
+    return {
+        "fraction": group.fraction,
+        "mixing": mixing,
+        "partners": partners,
+        "nearest": nearest_class(group, name, ctx.classes),
+        "verdict": verdict,
+    }
+
+
+def classwise(ctx: Context) -> dict[str, Any]:
+    """Per class: silhouette, cohesion, separation and kNN purity as series, where it sits
+    and what it mixes with per fraction, a verdict per fraction, and a call per change."""
+    base = base_rates(ctx)
+    counts = ctx.groups[0].records[0].metrics["class_counts"]
+    pairs = contrasts(ctx.groups)
+    out: dict[str, Any] = {}
+    for name in ctx.classes:
+        entry: dict[str, Any] = {"n": counts[name], "base_rate": base[name]}
+        for quantity in ("silhouette", "cohesion", "separation", "purity", "knn_accuracy"):
+            entry[quantity] = ctx.series(f"{quantity}/{name}")
+        entry["by_fraction"] = [_class_at(g, name, ctx, base) for g in ctx.groups]
+        entry["calls"] = [
+            {
+                "from": ctx.groups[i].fraction,
+                "to": ctx.groups[j].fraction,
+                "call": v.change_call(change, "silhouette"),
+            }
+            for (i, j), change in zip(pairs, entry["silhouette"]["changes"], strict=True)
+        ]
+        out[name] = entry
+    return out
+
+
+def mixing_matrix(group: Group, ctx: Context) -> list[list[float | None]]:
+    """The group's kNN mixing matrix (mean over seeds): row a = where a's neighbours are."""
+    return [
+        [group.estimate(f"purity/{a}" if a == b else f"mix/{a}/{b}")["value"] for b in ctx.classes]
+        for a in ctx.classes
+    ]
+
+
+def _top_pairs(group: Group, ctx: Context, base: dict[str, float]) -> list[dict[str, Any]]:
+    ranked = []
+    for a, b in combinations(ctx.classes, 2):
+        share = group.estimate(f"overlap/{a}/{b}")
+        if share["value"] is not None:
+            ranked.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "share": share,
+                    "chance": (base[a] + base[b]) / 2,
+                    "similar": v.is_similar(a, b),
+                }
+            )
+    ranked.sort(key=lambda p: -p["share"]["value"])
+    return [{"rank": r, **p} for r, p in enumerate(ranked[: v.TOP_PAIRS], start=1)]
+
+
+def _multilabel_pairs(ctx: Context) -> list[dict[str, Any]]:
+    counts: dict[tuple[str, str], int] = {}
+    for group in ctx.groups:
+        for pair in group.records[0].metrics.get("multilabel", {}).get("pairs", []):
+            counts.setdefault(tuple(pair["classes"]), pair["count"])
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: v.MULTILABEL_PAIRS]
+    out = []
+    for (a, b), n in ranked:
+        key = f"ml/{a}|{b}"
+        entry = {
+            "classes": [a, b],
+            "count": n,
+            "share_between": ctx.series(f"{key}/share_between"),
+            "betweenness": ctx.series(f"{key}/betweenness"),
+            "share_nearest_own": ctx.series(f"{key}/share_nearest_own"),
+            "share_inside_one": ctx.series(f"{key}/share_inside_one"),
+        }
+        entry["position"] = [_position(entry, i, g.fraction) for i, g in enumerate(ctx.groups)]
+        out.append(entry)
+    return out
+
+
+def _position(entry: dict[str, Any], i: int, fraction: float) -> dict[str, Any]:
+    between = entry["share_between"]["by_fraction"][i]["value"]
+    inside = entry["share_inside_one"]["by_fraction"][i]["value"]
+    own = entry["share_nearest_own"]["by_fraction"][i]["value"]
+    if None in (between, inside, own):
+        return {"fraction": fraction, "nearest_other": None, "text": "not measured"}
+    text = v.multilabel_position(between, inside, 1.0 - own)
+    return {"fraction": fraction, "nearest_other": 1.0 - own, "text": text}
+
+
+def overlap(ctx: Context) -> dict[str, Any]:
+    """Top overlapping pairs per fraction, the pairs that persist, and multi-label images."""
+    base = base_rates(ctx)
+    top = [{"fraction": g.fraction, "pairs": _top_pairs(g, ctx, base)} for g in ctx.groups]
+    listed = {(p["a"], p["b"]) for t in top for p in t["pairs"]}
+    persistent = [
+        pair
+        for pair in combinations(ctx.classes, 2)
+        if all(any((p["a"], p["b"]) == pair for p in t["pairs"]) for t in top)
+    ]
+    pairs = [
+        {
+            "a": a,
+            "b": b,
+            "similar": v.is_similar(a, b),
+            "persistent": (a, b) in persistent,
+            "chance": (base[a] + base[b]) / 2,
+            "share": ctx.series(f"overlap/{a}/{b}"),
+        }
+        for a, b in combinations(ctx.classes, 2)
+        if (a, b) in listed
+    ]
+    m = ctx.groups[0].records[0].metrics
+    return {
+        "mixing_classes": ctx.classes,
+        "mixing": [{"fraction": g.fraction, "matrix": mixing_matrix(g, ctx)} for g in ctx.groups],
+        "top_pairs": top,
+        "pairs": pairs,
+        "persistent": [{"a": a, "b": b, "similar": v.is_similar(a, b)} for a, b in persistent],
+        "multilabel": {"n": m.get("n_multilabel", 0), "pairs": _multilabel_pairs(ctx)},
+    }
