@@ -7,6 +7,7 @@ after the environment (offline switches, Prefect home) is set for the workdir.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -132,10 +133,11 @@ def finetune(
         raise ChexflowError(f"--fraction {fraction}: must lie in (0, 1]")
     cfg = _load_config(config, set_)
     _require_dir(data, "--data")
+    _check_run_inputs(cfg, workdir)
     configure_environment(workdir)
     from flows.finetune import finetune as finetune_flow
 
-    result = finetune_flow(str(data), fraction, seed, cfg, str(workdir), force=force)
+    result = _run_flow(finetune_flow, str(data), fraction, seed, cfg, str(workdir), force=force)
     typer.echo(json.dumps(result, indent=2))
 
 
@@ -160,11 +162,19 @@ def sweep(
         raise ChexflowError(f"--dispatch {dispatch!r}: expected local or deployment")
     cfg = _load_config(config, set_)
     _require_dir(data, "--data")
+    _check_run_inputs(cfg, workdir)
     configure_environment(workdir)
     from flows.sweep import sweep as sweep_flow
 
-    result = sweep_flow(
-        str(data), fraction_list, seed_list, cfg, str(workdir), dispatch_to=dispatch, force=force
+    result = _run_flow(
+        sweep_flow,
+        str(data),
+        fraction_list,
+        seed_list,
+        cfg,
+        str(workdir),
+        dispatch_to=dispatch,
+        force=force,
     )
     _print_sweep(result, workdir)
 
@@ -185,10 +195,14 @@ def compare(
     if len(chosen) != 1:
         raise ChexflowError("give exactly one of --sweep ID, --runs ID,ID or --aliases A,B")
     cfg = _load_config(config, set_)
+    from chexflow.pipeline import check_workdir
+
+    check_workdir(workdir)  # creates it: Prefect's local API keeps its database there
     configure_environment(workdir)
     from flows.compare import compare as compare_flow
 
-    result = compare_flow(
+    result = _run_flow(
+        compare_flow,
         sweep_id=sweep_id,
         run_ids=parse_list(runs, str, "--runs") if runs else None,
         model_name=model,
@@ -209,14 +223,51 @@ def demo(
     from chexflow.demo import demo_settings, ensure_demo_data
 
     settings = demo_settings(quick)
+    _check_run_inputs(settings.config, workdir)
     configure_environment(workdir)
     data = ensure_demo_data(workdir, settings)
     from flows.sweep import sweep as sweep_flow
 
-    result = sweep_flow(
-        str(data), settings.fractions, settings.seeds, settings.config, str(workdir)
+    result = _run_flow(
+        sweep_flow, str(data), settings.fractions, settings.seeds, settings.config, str(workdir)
     )
     _print_sweep(result, workdir)
+
+
+def _check_run_inputs(cfg: Any, workdir: Path) -> None:
+    """A writable workdir with room, and a model that takes the image size: before any run."""
+    from chexflow.pipeline import check_model_input, check_workdir
+
+    check_workdir(workdir)
+    check_model_input(cfg.model, cfg.data.image_size)
+
+
+def _run_flow(flow: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a flow in-process with the embedded-mode run settings (no heartbeats without a
+    server: ~1 s per flow run, see flows._common.embedded_run_settings)."""
+    from flows._common import embedded_run_settings
+
+    _quiet_user_error_tracebacks()
+    with embedded_run_settings():
+        return flow(*args, **kwargs)
+
+
+class _UserErrorWithoutTraceback(logging.Filter):
+    """Prefect logs a failed task's traceback; for a user error the message says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ChexflowError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_error_tracebacks() -> None:
+    """Drop the traceback from log records of user errors, on every handler Prefect set up."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = {id(h): h for lg in loggers for h in getattr(lg, "handlers", [])}
+    for handler in handlers.values():
+        if not any(isinstance(f, _UserErrorWithoutTraceback) for f in handler.filters):
+            handler.addFilter(_UserErrorWithoutTraceback())
 
 
 def _require_dir(path: Path, option: str) -> None:
@@ -241,7 +292,8 @@ def _print_sweep(result: dict[str, Any], workdir: Path) -> None:
         typer.echo(f"report: {result['comparison']['html']}")
     uri = default_tracking_uri(workdir)
     if uri.startswith("sqlite:"):
-        typer.echo(f"browse: mlflow ui --backend-store-uri {uri} --port 5000")
+        mlflow = Path(sys.executable).parent / "mlflow"
+        typer.echo(f"browse: {mlflow} ui --backend-store-uri {uri} --port 5000")
 
 
 register_stack_commands(app)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,6 +72,13 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = "sqlite",
         pg_port: Annotated[int, typer.Option(help="Local PostgreSQL (--db postgres).")] = 5433,
         timeout: Annotated[float, typer.Option(help="Seconds to wait for each service.")] = 180,
+        auth: Annotated[
+            bool,
+            typer.Option(
+                help="MLflow basic auth and a Prefect API auth string; generated credentials "
+                "go to <workdir>/stack/env.sh (0600)."
+            ),
+        ] = False,
     ) -> None:
         """Start a Prefect server, an MLflow server and process workers on loopback."""
         from chexflow import stack
@@ -85,6 +93,7 @@ def register(app: typer.Typer) -> None:
             db=_check_db(db),
             pg_port=pg_port,
             timeout_s=timeout,
+            auth=auth,
         )
         state = stack.up(settings, echo=typer.echo)
         _print_ready(state, workdir)
@@ -114,6 +123,7 @@ def register(app: typer.Typer) -> None:
                 raise ChexflowError(f"no stack runs in {report['workdir']}: `chexflow up`")
             typer.echo(_exports(report["env"]))
         elif as_json:
+            report = {**report, "env": stack.redact_env(report.get("env", {}))}
             typer.echo(json.dumps(report, indent=2))
         else:
             typer.echo(_format_status(report))
@@ -125,12 +135,19 @@ def _check_db(db: str) -> str:
     raise ChexflowError(f"--db {db!r}: expected sqlite, postgres or postgresql://...")
 
 
-def _exports(env: dict[str, str]) -> str:
-    return "\n".join(f"export {key}={value}" for key, value in env.items())
+def _exports(env: dict[str, str], secrets: bool = True) -> str:
+    """``export`` lines; without ``secrets`` the credentials are left out (never printed)."""
+    from chexflow.stack import SECRET_ENV
+
+    return "\n".join(
+        f"export {key}={shlex.quote(value)}"
+        for key, value in env.items()
+        if secrets or key not in SECRET_ENV
+    )
 
 
 def _print_ready(state: Any, workdir: Path) -> None:
-    from chexflow.stack import stack_dir
+    from chexflow.stack import SECRET_ENV, stack_dir
 
     urls = {s.name: s.url for s in state.services if s.url}
     typer.echo(f"ready in {state.ready_s} s" if state.ready_s else "running")
@@ -138,7 +155,10 @@ def _print_ready(state: Any, workdir: Path) -> None:
     typer.echo(f"  MLflow UI:  {urls.get('mlflow-server')}")
     typer.echo(f"  logs, pids: {stack_dir(workdir)}")
     typer.echo("Point clients at the stack (or `source` the env.sh beside the logs):")
-    typer.echo(_exports(state.env))
+    typer.echo(_exports(state.env, secrets=False))
+    if any(key in state.env for key in SECRET_ENV):
+        env_file = stack_dir(workdir) / "env.sh"
+        typer.echo(f"Credentials are not printed: `source {env_file}` (mode 600) for them.")
     typer.echo("Then: chexflow deploy; trigger runs from the Prefect UI; chexflow down to stop.")
 
 
@@ -153,5 +173,5 @@ def _format_status(report: dict[str, Any]) -> str:
         lines.append(f"  {row['name']:<24} {state:<24} {health:<9}{where}")
     lines.append(f"  total resident memory: {report['rss_mb']:.0f} MB")
     if report["running"]:
-        lines.append(_exports(report["env"]))
+        lines.append(_exports(report["env"], secrets=False))
     return "\n".join(lines)

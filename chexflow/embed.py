@@ -63,6 +63,43 @@ def extract_embeddings(
     return np.concatenate(chunks)
 
 
+def predict_and_embed(
+    model: nn.Module,
+    loader: Iterable[Sequence[torch.Tensor]],
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`evaluation.predict` and `extract_embeddings` in one pass over the loader.
+
+    A timm model computes `model(x)` as `forward_head(forward_features(x))`, so the
+    logits and the pre-logits embedding come from the same backbone features: the
+    evaluation set is decoded and run through the backbone once instead of twice (the
+    head, a pooling and a linear layer, runs twice). Same numbers as the two passes.
+
+    Returns:
+        Sigmoid probabilities, targets and mask (float32 `[n, c]`), and the features
+        (float16 `[n, d]`), in loader order.
+    """
+    probs, targets, masks, chunks = [], [], [], []
+    total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+    show = progress and sys.stderr.isatty()
+    with eval_mode(model), tqdm(total=total, desc="evaluate", disable=not show) as bar:
+        for images, target, mask in loader:
+            with autocast(device):
+                features = model.forward_features(to_device(images, device))
+                logits = model.forward_head(features)
+                pooled = model.forward_head(features, pre_logits=True)
+            probs.append(torch.sigmoid(logits.float()).cpu())
+            chunks.append(pooled.float().cpu().numpy().astype(DTYPE))
+            targets.append(target.float())
+            masks.append(mask.float())
+            bar.update(1)
+    if not probs:
+        raise ValueError("predict_and_embed: the loader yielded no batches")
+    labels = tuple(torch.cat(parts).numpy() for parts in (probs, targets, masks))
+    return (*labels, np.concatenate(chunks))  # type: ignore[return-value]
+
+
 def _join_labels(value: Any) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,13 @@ from chexflow.data.chexpert import (
 )
 from chexflow.data.dataset import ChexpertImages, data_fingerprint, load_images, make_loader
 from chexflow.data.fractions import fraction_frame, sample_patients
-from chexflow.data.labels import OBSERVATIONS
+from chexflow.data.labels import EVAL_CLASSES, OBSERVATIONS, column_of
 from chexflow.data.splits import eval_digest, make_splits
-from chexflow.errors import DataError
+from chexflow.errors import ChexflowError, ConfigError, DataError
 
 FRAMES = ("train", "val", "eval")
+# Checkpoints, MLflow artifacts and databases of a run, besides its image cache.
+MIN_FREE_BYTES = 256 * 2**20
 
 
 class PreparedData(BaseModel):
@@ -118,6 +121,7 @@ def prepare_data(
     if valid is None and cfg.eval_source != "holdout":
         raise DataError(f"{root / 'valid.csv'} is missing; use data.eval_source=holdout")
     splits = make_splits(train, valid, cfg)
+    check_eval_classes(splits.eval)
     patients = sample_patients(splits.pool, fraction, seed, cfg.min_class_count) if fraction else []
     frames = {
         "train": fraction_frame(splits.pool, patients) if patients else splits.pool.iloc[:0],
@@ -148,6 +152,85 @@ def prepare_data(
     files["prepared.json"] = record.model_dump_json(indent=2)
     _write_atomically(directory, files)
     return record
+
+
+def check_eval_classes(frame: pd.DataFrame) -> None:
+    """Every evaluation class needs a positive image, or its AUROC and cluster are undefined."""
+    empty = [name for name in EVAL_CLASSES if not (frame[column_of(name)] == 1).any()]
+    if empty:
+        raise DataError(
+            f"the evaluation set ({len(frame)} images) has no positive {', '.join(empty)} image: "
+            "per-class AUROC and clusters would be undefined; use more patients, a larger "
+            "data.holdout_fraction, or data.eval_source=both"
+        )
+
+
+def check_workdir(workdir: Path, cache_dir: Path | None = None, image_bytes: int = 0) -> None:
+    """Refuse, before anything starts, a workdir that cannot be written or is nearly full.
+
+    ``image_bytes`` (the decoded-image cache, in ``cache_dir`` or the workdir) is added to
+    ``MIN_FREE_BYTES`` (checkpoints, artifacts, databases): a floor, not a guarantee.
+
+    Raises:
+        ChexflowError: naming the directory and what is wrong.
+    """
+    need: dict[int, tuple[Path, int]] = {}
+    for directory, amount in ((workdir, MIN_FREE_BYTES), (cache_dir or workdir, image_bytes)):
+        directory = Path(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=directory).close()
+        except OSError as exc:
+            raise ChexflowError(
+                f"workdir {directory} is not writable ({exc.strerror or type(exc).__name__}): "
+                "choose another --workdir (or data.cache_dir)"
+            ) from None
+        device = directory.stat().st_dev
+        where, before = need.get(device, (directory, 0))
+        need[device] = (where, before + amount)
+    for directory, amount in need.values():
+        free = shutil.disk_usage(directory).free
+        if free < amount:
+            raise ChexflowError(
+                f"workdir {directory}: {free / 2**20:.0f} MiB free, a run needs about "
+                f"{amount / 2**20:.0f} MiB (image cache, checkpoints, artifacts); "
+                "free some space or choose another --workdir"
+            )
+
+
+def image_bytes(n_images: int, image_size: int) -> int:
+    """Size of the decoded-image cache for ``n_images`` (uint8, one channel)."""
+    return n_images * image_size * image_size
+
+
+def check_model_input(model_cfg: ModelConfig, image_size: int) -> None:
+    """Refuse, before any run starts, a model timm does not know or an input it cannot take.
+
+    Builds the architecture with random weights (no download, no checkpoint read) and
+    passes one blank image of ``image_size`` through it.
+
+    Raises:
+        ConfigError: unknown ``model.name``, missing ``model.init_checkpoint``, or an image
+            size the model rejects (too small for its downsampling, or a fixed input size).
+    """
+    import torch
+
+    from chexflow.models import create_model
+
+    checkpoint = model_cfg.init_checkpoint
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ConfigError(f"model.init_checkpoint: {checkpoint} does not exist")
+    bare = model_cfg.model_copy(update={"pretrained": False, "init_checkpoint": None})
+    model = create_model(bare).eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, image_size, image_size))
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"data.image_size={image_size} does not fit model.name={model_cfg.name} ({reason}); "
+            "use a larger image size or another model"
+        ) from None
 
 
 def image_cache_dir(cfg: DataConfig, workdir: Path) -> Path:
@@ -190,7 +273,7 @@ def train_model(
 ) -> TrainedModel:
     """Fine-tune (or resume) into ``<workdir>/checkpoints/<training fingerprint>``."""
     from chexflow.models import create_model, head_classes
-    from chexflow.train import fit
+    from chexflow.train import fit, seed_everything
 
     classes = head_classes(model_cfg)
     train_set, _ = build_dataset(prepared, "train", classes, data_cfg, workdir)
@@ -208,6 +291,7 @@ def train_model(
     )
     train_fp = training_fingerprint(prepared, model_cfg, train_cfg, seed)
     checkpoint_dir = Path(workdir) / "checkpoints" / train_fp
+    seed_everything(seed)  # the random initialisation too: same seed, same weights
     model = create_model(model_cfg, len(classes))
     result = fit(
         model,
@@ -250,15 +334,16 @@ def evaluate_and_embed(
     """
     import torch
 
-    from chexflow.embed import extract_embeddings, save_embeddings
-    from chexflow.evaluation import auroc_table, predict
+    from chexflow.embed import predict_and_embed, save_embeddings
+    from chexflow.evaluation import auroc_table
     from chexflow.models import create_model, head_classes
-    from chexflow.train import select_device
+    from chexflow.train import seed_everything, select_device
 
     classes = head_classes(model_cfg)
     eval_set, frame = build_dataset(prepared, "eval", classes, data_cfg, workdir)
     loader = make_loader(eval_set, train_cfg.batch_size * 2, shuffle=False, seed=0)
     device = select_device(train_cfg.device)
+    seed_everything(prepared.seed)  # the reference's random head (or backbone) is reproducible
     model = create_model(model_cfg, len(classes))
     if trained is not None:
         state = torch.load(trained.best_checkpoint, map_location="cpu", weights_only=True)
@@ -267,10 +352,14 @@ def evaluate_and_embed(
     else:
         key = "initial-" + fingerprint(model_cfg, prepared.eval_digest)
     model.to(device)
-    out_dir = Path(workdir) / "outputs" / key
-    probs, targets, mask = predict(model, loader, device)
+    # One folder per evaluation: two flows of the same model (a sweep started twice, the
+    # references of two sweeps) never read files that the other is rewriting.
+    (Path(workdir) / "outputs" / key).mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=Path(workdir) / "outputs" / key))
+    # One pass for both (bench/bench_scaling.py: half the time of predict + embed).
+    probs, targets, mask, features = predict_and_embed(model, loader, device, progress=progress)
     auroc = auroc_table(probs, targets, mask, classes, train_cfg.bootstrap, seed=prepared.seed)
-    features = extract_embeddings(model, loader, device, progress=progress)
     positives = positive_sets(frame)
     table = pd.DataFrame(
         {
@@ -282,8 +371,6 @@ def evaluate_and_embed(
         }
     )
     embeddings_dir = out_dir / "embeddings"
-    if embeddings_dir.exists():
-        shutil.rmtree(embeddings_dir)
     meta = {
         "eval_digest": prepared.eval_digest,
         "model": model_cfg.name,

@@ -3,19 +3,24 @@
 `up` starts, on loopback, a Prefect server, an MLflow server (SQLite or PostgreSQL
 backend, artifacts under the workdir) and process workers for the `chexflow-gpu` and
 `chexflow-cpu` work pools, each in its own session so that `down` can stop the whole
-process tree. What was started is recorded in ``<workdir>/stack/state.json``; `down`
-stops only that. Readiness is polled (health endpoints, registered workers), never slept.
+process tree. With ``auth`` the MLflow server runs MLflow's basic-auth app and the Prefect
+server requires its API auth string; the generated credentials live in
+``<workdir>/stack/auth/`` (0600) and reach clients through ``env.sh`` (0600), never a log.
+What was started is recorded in ``<workdir>/stack/state.json``; `down` stops only that.
+Readiness is polled (health endpoints, registered workers), never slept.
 
 This module never imports Prefect: it runs the `prefect` and `mlflow` executables.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -44,6 +49,9 @@ OFFLINE_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }
 STOP_GRACE_S = 10.0
+AUTH_USER = "admin"
+# Client variables that hold credentials: written to env.sh (0600), never printed by `up`.
+SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class StackSettings:
     db: str = "sqlite"
     pg_port: int = 5433
     timeout_s: float = 180.0
+    auth: bool = False
 
     @property
     def directory(self) -> Path:
@@ -88,6 +97,7 @@ class StackState:
     services: list[Service] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     ready_s: float | None = None
+    auth: bool = False
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +113,68 @@ class StackState:
         raw = json.loads(path.read_text())
         raw["services"] = [Service(**s) for s in raw.get("services", [])]
         return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Generated once per workdir; reused when the stack restarts (the auth DB keeps them)."""
+
+    mlflow_password: str
+    flask_secret_key: str
+    prefect_auth_string: str
+    ini: Path
+
+    def client_env(self) -> dict[str, str]:
+        return {
+            "MLFLOW_TRACKING_USERNAME": AUTH_USER,
+            "MLFLOW_TRACKING_PASSWORD": self.mlflow_password,
+            "PREFECT_API_AUTH_STRING": self.prefect_auth_string,
+        }
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (mode 0600 from creation on)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    path.chmod(0o600)
+
+
+def ensure_credentials(directory: Path) -> Credentials:
+    """The stack's credentials in ``<directory>/auth/`` (0700; files 0600), made on first use.
+
+    MLflow: basic auth with user ``admin`` and a generated password, its users in
+    ``auth/basic_auth.db`` (MLflow needs an absolute ``database_uri`` and a static Flask
+    secret key). Prefect: ``admin:<generated>`` as the server's API auth string.
+    """
+    auth = directory / "auth"
+    auth.mkdir(parents=True, exist_ok=True)
+    auth.chmod(0o700)
+
+    def secret(name: str, make: Callable[[], str]) -> str:
+        path = auth / name
+        if not path.is_file():
+            write_private(path, make())
+        return path.read_text().strip()
+
+    password = secret("mlflow-admin-password", lambda: secrets.token_urlsafe(24))
+    key = secret("mlflow-flask-secret-key", lambda: secrets.token_hex(32))
+    prefect = secret("prefect-auth-string", lambda: f"{AUTH_USER}:{secrets.token_urlsafe(24)}")
+    ini = auth / "basic_auth.ini"
+    write_private(
+        ini,
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{auth / 'basic_auth.db'}\n"
+        f"admin_username = {AUTH_USER}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+    )
+    return Credentials(password, key, prefect, ini)
+
+
+def redact_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with credential values replaced by ``***``."""
+    return {k: "***" if k in SECRET_ENV else v for k, v in env.items()}
 
 
 def stack_dir(workdir: Path) -> Path:
@@ -291,10 +363,13 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def post_json(url: str, body: dict[str, Any], timeout_s: float = 5.0) -> Any:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+def post_json(
+    url: str, body: dict[str, Any], timeout_s: float = 5.0, auth_string: str | None = None
+) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if auth_string:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth_string.encode()).decode()
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read() or b"null")
 
@@ -326,10 +401,14 @@ def _log_tail(log: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def workers_online(api_url: str, pool: str, names: set[str]) -> bool:
+def workers_online(
+    api_url: str, pool: str, names: set[str], auth_string: str | None = None
+) -> bool:
     """Whether every named worker of ``pool`` has sent a heartbeat to the Prefect API."""
     try:
-        found = post_json(f"{api_url}/work_pools/{pool}/workers/filter", {})
+        found = post_json(
+            f"{api_url}/work_pools/{pool}/workers/filter", {}, auth_string=auth_string
+        )
     except (urllib.error.URLError, OSError, ValueError):
         return False
     online = {w["name"] for w in found or [] if w.get("status", "ONLINE") == "ONLINE"}
@@ -360,6 +439,16 @@ def _require_psycopg() -> None:
         raise ChexflowError(
             "MLflow on PostgreSQL needs psycopg: pip install 'chexflow[postgres]'"
         ) from None
+
+
+def _require_flask_wtf() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("flask_wtf") is None:
+        raise ChexflowError(
+            "--auth runs MLflow's basic-auth app, which needs Flask-WTF: "
+            "pip install 'chexflow[auth]'"
+        )
 
 
 def _postgres_user() -> str | None:
@@ -556,6 +645,7 @@ def prefect_server_command(settings: StackSettings) -> list[str]:
 
 def mlflow_server_command(settings: StackSettings, backend_uri: str) -> list[str]:
     artifacts = Path(settings.workdir).resolve() / "mlartifacts"
+    auth = ["--app-name", "basic-auth"] if settings.auth else []
     return [
         venv_executable("mlflow"),
         "server",
@@ -569,6 +659,7 @@ def mlflow_server_command(settings: StackSettings, backend_uri: str) -> list[str
         backend_uri,
         "--artifacts-destination",
         str(artifacts),
+        *auth,
     ]
 
 
@@ -606,6 +697,11 @@ def up(settings: StackSettings, echo: Callable[[str], None] = print) -> StackSta
     if existing:
         alive = [s for s in existing.services if is_running(s.pid, s.start_ticks)]
         if alive and len(alive) == len(existing.services):
+            if existing.auth != settings.auth:
+                raise ChexflowError(
+                    f"the stack in {settings.directory} runs "
+                    f"{'with' if existing.auth else 'without'} --auth: `chexflow down` first"
+                )
             echo(f"already running in {settings.directory}")
             return existing
         if alive:
@@ -623,7 +719,11 @@ def up(settings: StackSettings, echo: Callable[[str], None] = print) -> StackSta
     check_ports(ports)
     if settings.db != "sqlite":
         _require_psycopg()
-    state = StackState(str(Path(settings.workdir).resolve()), time.time(), settings.db)
+    if settings.auth:
+        _require_flask_wtf()
+    state = StackState(
+        str(Path(settings.workdir).resolve()), time.time(), settings.db, auth=settings.auth
+    )
     t0 = time.monotonic()
     try:
         _start_all(settings, state, echo)
@@ -644,13 +744,21 @@ def _start_all(settings: StackSettings, state: StackState, echo: Callable[[str],
     prefect_db, mlflow_db = _databases(settings, state, env, echo)
     state.env = client_env(settings)
     api, mlflow_url = state.env["PREFECT_API_URL"], state.env["MLFLOW_TRACKING_URI"]
-
+    mlflow_env = dict(env)
     server_env = {
         **env,
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
         "PREFECT_UI_API_URL": api,
         "PREFECT_API_URL": api,
     }
+    if settings.auth:
+        creds = ensure_credentials(directory)
+        state.env.update(creds.client_env())
+        server_env["PREFECT_SERVER_API_AUTH_STRING"] = creds.prefect_auth_string
+        server_env["PREFECT_API_AUTH_STRING"] = creds.prefect_auth_string
+        mlflow_env["MLFLOW_AUTH_CONFIG_PATH"] = str(creds.ini)
+        mlflow_env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = creds.flask_secret_key
+        mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"] = creds.mlflow_password
     if prefect_db:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = prefect_db
     prefect = spawn(
@@ -666,7 +774,7 @@ def _start_all(settings: StackSettings, state: StackState, echo: Callable[[str],
     mlflow = spawn(
         "mlflow-server",
         mlflow_server_command(settings, mlflow_db),
-        env,
+        mlflow_env,
         directory / "mlflow-server.log",
         cwd=directory,
         port=settings.mlflow_port,
@@ -731,8 +839,9 @@ def _start_workers(settings: StackSettings, state: StackState, env: dict[str, st
         names.setdefault(pool, set()).add(name)
     state.save(state_path(settings.workdir))
     workers = [s for s in state.services if s.name.startswith("worker:")]
+    auth_string = state.env.get("PREFECT_API_AUTH_STRING")
     wait_until(
-        lambda: all(workers_online(api, p, n) for p, n in names.items()),
+        lambda: all(workers_online(api, p, n, auth_string) for p, n in names.items()),
         workers,
         "workers",
         settings.timeout_s,
@@ -740,9 +849,9 @@ def _start_workers(settings: StackSettings, state: StackState, env: dict[str, st
 
 
 def write_env_file(workdir: Path, env: dict[str, str]) -> Path:
-    """``<workdir>/stack/env.sh``: ``source`` it to point clients at the stack."""
+    """``<workdir>/stack/env.sh`` (0600): ``source`` it to point clients at the stack."""
     path = stack_dir(workdir) / "env.sh"
-    path.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
+    write_private(path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     return path
 
 

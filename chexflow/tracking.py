@@ -7,7 +7,9 @@ names) is the contract in DESIGN.md; ``chexflow compare`` reads it back.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -18,6 +20,11 @@ from typing import Any
 import pandas as pd
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's HTTP client retries 7 times with exponential backoff (~4 min) before a call fails.
+# Three retries (~12 s) let a short outage pass unnoticed and hand a longer one to the
+# Prefect task retries, which the UI shows; a hung server fails a call after 60 s.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
 import mlflow
 from mlflow import MlflowClient
@@ -34,6 +41,13 @@ PARENT_TAG = "mlflow.parentRunId"
 FAILURE_TAG = "chexflow.failure"
 EVAL_DIGEST_TAG = "chexflow.eval_digest"
 PREFECT_RUN_TAG = "prefect.flow_run_id"
+TRAINING_FP_TAG = "chexflow.training_fingerprint"
+PREVIOUS_ATTEMPTS_TAG = "chexflow.previous_attempts"
+HOST_TAG = "chexflow.host"
+PROCESS_TAG = "chexflow.process"
+NAMESPACE_TAG = "chexflow.pid_namespace"
+
+log = logging.getLogger("chexflow.tracking")
 
 _MAX_BATCH = 1000  # MLflow's per-request limit on metrics in log_batch.
 _MAX_PARAM_LENGTH = 6000
@@ -105,7 +119,7 @@ class Tracker:
         parent_run_id: str | None = None,
     ) -> str:
         """Create a run and return its id; nothing becomes the "active" run."""
-        all_tags = {KIND_TAG: kind, **(tags or {})}
+        all_tags = {KIND_TAG: kind, **process_tags(), **(tags or {})}
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
         run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=all_tags)
@@ -204,8 +218,12 @@ class BatchedMetricLogger:
     """Training callback that buffers per-step metrics and flushes them in batches.
 
     One ``log_batch`` per ``flush_every`` steps (and at each epoch end) keeps tracking
-    well under 2% of step time even against a remote server.
+    well under 2% of step time even against a remote server. While MLflow is unreachable
+    the metrics stay buffered and training goes on; the flow's final ``flush(strict=True)``
+    sends them (and fails, so that Prefect retries, if it still cannot).
     """
+
+    RETRY_AFTER_S = 10.0
 
     def __init__(self, tracker: Tracker, run_id: str, flush_every: int = 50) -> None:
         self.tracker = tracker
@@ -213,6 +231,7 @@ class BatchedMetricLogger:
         self.flush_every = flush_every
         self._pending: list[Metric] = []
         self._lock = threading.Lock()
+        self._quiet_until = 0.0
 
     def on_step(self, step: int, epoch: int, loss: float, lr: float) -> None:
         now = int(time.time() * 1000)
@@ -235,11 +254,105 @@ class BatchedMetricLogger:
             ]
         self.flush()
 
-    def flush(self) -> None:
+    def flush(self, strict: bool = False) -> None:
+        """Send the buffer; on failure keep it and wait ``RETRY_AFTER_S`` before trying again.
+
+        ``strict`` tries at once and raises on failure (nothing is dropped either way).
+        """
+        if not strict and time.monotonic() < self._quiet_until:
+            return
         with self._lock:
             pending, self._pending = self._pending, []
-        if pending:
+        if not pending:
+            return
+        try:
             self.tracker.log_metric_objects(self.run_id, pending)
+        except Exception as exc:
+            with self._lock:
+                self._pending = pending + self._pending
+            self._quiet_until = time.monotonic() + self.RETRY_AFTER_S
+            if strict:
+                raise
+            log.warning(
+                "MLflow unreachable (%s); %d metric values kept for the next flush",
+                type(exc).__name__,
+                len(pending),
+            )
+
+
+def _pid_namespace() -> str:
+    """This boot and PID namespace: pids compare only within them (not across containers
+    that share a hostname, nor across machines of the same name)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
+def process_tags() -> dict[str, str]:
+    """Which process owns a run: host, ``pid:start-ticks`` (a reused pid does not match)
+    and the PID namespace those numbers belong to."""
+    from chexflow.stack import start_ticks
+
+    pid = os.getpid()
+    return {
+        HOST_TAG: socket.gethostname(),
+        PROCESS_TAG: f"{pid}:{start_ticks(pid)}",
+        NAMESPACE_TAG: _pid_namespace(),
+    }
+
+
+def _owner_is_gone(tags: Mapping[str, str]) -> bool:
+    """Whether a run's process has certainly ended: same host, boot and PID namespace, and
+    its pid:start-ticks no longer runs. Anything else cannot be checked from here."""
+    from chexflow.stack import is_running
+
+    namespace = _pid_namespace()
+    if tags.get(HOST_TAG) != socket.gethostname() or not namespace:
+        return False
+    if tags.get(NAMESPACE_TAG) != namespace:
+        return False
+    pid, _, ticks = tags.get(PROCESS_TAG, "").partition(":")
+    if not pid.isdigit() or not ticks.lstrip("-").isdigit() or int(ticks) < 0:
+        return False
+    return not is_running(int(pid), int(ticks))
+
+
+def close_abandoned_runs(tracker: Tracker) -> list[str]:
+    """Mark KILLED the RUNNING runs whose process on this host has died (kill -9, OOM, crash).
+
+    Such a run is never closed by its own process; the next flow on the same host closes
+    it, with the reason in ``chexflow.failure``. Runs of other hosts are left alone.
+    """
+    closed = []
+    for run in tracker.find_runs(
+        f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{socket.gethostname()}'"
+    ):
+        tags = run.data.tags
+        if not _owner_is_gone(tags):
+            continue
+        pid = tags[PROCESS_TAG].partition(":")[0]
+        reason = (
+            f"abandoned: process {pid} on {tags[HOST_TAG]} ended without closing the run "
+            "(killed or crashed); closed by the next chexflow flow on this host"
+        )
+        tracker.set_tags(run.info.run_id, {FAILURE_TAG: reason})
+        tracker.client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
+def previous_attempts(tracker: Tracker, training_fingerprint: str) -> list[str]:
+    """Runs of the same training that did not finish, since the last one that did."""
+    runs = tracker.find_runs(f"tags.`{TRAINING_FP_TAG}` = '{training_fingerprint}'")
+    attempts: list[str] = []
+    for run in runs:  # oldest first
+        if run.info.status == "FINISHED":
+            attempts = []
+        elif run.info.status in ("FAILED", "KILLED"):
+            attempts.append(run.info.run_id)
+    return attempts
 
 
 def runs_of_sweep(tracker: Tracker, sweep_id: str) -> list[Any]:

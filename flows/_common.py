@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.settings import (
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    get_current_settings,
+    temporary_settings,
+)
 
 from chexflow.tracking import Tracker
 
@@ -13,6 +20,23 @@ from chexflow.tracking import Tracker
 def absolute(path: str) -> str:
     """Workdirs and data dirs are resolved once, so workers in other directories agree."""
     return str(Path(path).expanduser().resolve())
+
+
+@contextmanager
+def embedded_run_settings() -> Iterator[None]:
+    """Flow-run settings for the embedded mode (no Prefect server configured).
+
+    Flow-run heartbeats only serve a server that outlives the process (crash detection);
+    the temporary local API dies with it. Each flow run's heartbeat thread is joined when
+    the run ends and sleeps in 1 s steps, which cost ~1 s per flow run and subflow
+    (bench/bench_orchestration.py: a 1% + 10% sweep is 5 flow runs). With a server
+    (``PREFECT_API_URL``) the settings stay as they are.
+    """
+    if get_current_settings().api.url:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def one_line(exc: BaseException) -> str:

@@ -9,14 +9,17 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from chexflow import pipeline
 from chexflow.config import ChexflowConfig
 from chexflow.data.labels import metric_key
 from chexflow.tracking import (
     EVAL_DIGEST_TAG,
     FRACTION_TAG,
     PREFECT_RUN_TAG,
+    PREVIOUS_ATTEMPTS_TAG,
     SEED_TAG,
     SWEEP_TAG,
+    TRAINING_FP_TAG,
     BatchedMetricLogger,
     fraction_label,
     make_tracker,
@@ -36,6 +39,7 @@ def _train_with_cache(
     A cached record whose checkpoint files were deleted is not trusted: it retrains.
     """
     options = {"result_storage": Path(workdir) / "prefect-results"}
+    steps.check_training_record(options["result_storage"], prepared, config.model, config.train)
     args = (prepared, config.data, config.model, config.train, workdir, callbacks)
     state = steps.train.with_options(refresh_cache=force, **options)(*args, return_state=True)
     trained = state.result()
@@ -92,18 +96,32 @@ def finetune(
     """
     logger = get_run_logger()
     workdir, data_dir = absolute(workdir), absolute(data_dir)
+    # Bad input is refused before any MLflow run exists (nothing half-written).
+    pipeline.check_workdir(Path(workdir))
+    pipeline.check_model_input(config.model, config.data.image_size)
     tracker = make_tracker(config.tracking.experiment, Path(workdir))
     prepared = steps.prepare_data(data_dir, config.data, fraction, seed, workdir)
+    n_images = prepared.n_train_images + prepared.n_val_images + prepared.n_eval_images
+    pipeline.check_workdir(
+        Path(workdir),
+        config.data.cache_dir,
+        pipeline.image_bytes(n_images, config.data.image_size),
+    )
+    train_fp = pipeline.training_fingerprint(prepared, config.model, config.train, seed)
+    previous = mlflow_tasks.previous_attempts(tracker, train_fp)
     name = f"finetune-{fraction_label(fraction)}-seed{seed}"
     tags = {
         FRACTION_TAG: str(fraction),
         SEED_TAG: str(seed),
         EVAL_DIGEST_TAG: prepared.eval_digest,
         PREFECT_RUN_TAG: str(flow_run.id),
+        TRAINING_FP_TAG: train_fp,
         "chexflow.model": config.model.name,
     }
     if sweep_id:
         tags[SWEEP_TAG] = sweep_id
+    if previous:  # killed or failed attempts of this training: this run resumes them
+        tags[PREVIOUS_ATTEMPTS_TAG] = ",".join(previous)
     run_id = mlflow_tasks.start_run(tracker, "finetune", name, tags, parent_run_id=sweep_id)
     logger.info(
         "MLflow run %s (%s), %d training images of %d patients",
@@ -115,13 +133,11 @@ def finetune(
     try:
         metric_logger = BatchedMetricLogger(tracker, run_id)
         trained, reused = _train_with_cache(prepared, config, workdir, force, [metric_logger])
-        tracker.set_tags(
-            run_id,
-            {
-                "chexflow.reused_training": str(reused).lower(),
-                "chexflow.training_fingerprint": trained.fingerprint,
-            },
-        )
+        mlflow_tasks.flush_metrics(metric_logger)
+        outcome = {"chexflow.reused_training": str(reused).lower()}
+        if trained.resumed_from_epoch is not None and not reused:
+            outcome["chexflow.resumed_from_epoch"] = str(trained.resumed_from_epoch)
+        mlflow_tasks.set_tags(tracker, run_id, outcome)
         evaluated = steps.evaluate_and_embed(
             prepared, trained, config.data, config.model, config.train, workdir
         )

@@ -11,6 +11,7 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from pydantic import AfterValidator, Field
 
+from chexflow import pipeline
 from chexflow.config import ChexflowConfig, check_fractions, check_seeds, config_to_yaml
 from chexflow.tracking import PREFECT_RUN_TAG, make_tracker
 from flows._common import absolute, one_line
@@ -53,7 +54,10 @@ def sweep(
     """
     logger = get_run_logger()
     workdir, data_dir = absolute(workdir), absolute(data_dir)
+    pipeline.check_workdir(Path(workdir))
+    pipeline.check_model_input(config.model, config.data.image_size)
     tracker = make_tracker(config.tracking.experiment, Path(workdir))
+    mlflow_tasks.close_abandoned_runs(tracker)
     name = "sweep-" + "-".join(f"{f:g}" for f in fractions)
     sweep_id = mlflow_tasks.start_run(
         tracker,

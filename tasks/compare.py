@@ -11,8 +11,14 @@ from chexflow.comparison import ARTIFACTS, RunRecord, load_run_record
 from chexflow.errors import ChexflowError
 from chexflow.report import write_report
 from chexflow.tracking import Tracker, runs_by_id, runs_of_sweep
+from tasks.tracking import retry_io_only
 
-RETRY = {"retries": 3, "retry_delay_seconds": [1, 3, 10], "cache_policy": NO_CACHE}
+RETRY = {
+    "retries": 3,
+    "retry_delay_seconds": [1, 3, 10],
+    "retry_condition_fn": retry_io_only,  # a run id that does not exist is not retried
+    "cache_policy": NO_CACHE,
+}
 
 
 @task(name="select-runs", **RETRY)

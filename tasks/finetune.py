@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.serializers import JSONSerializer
 
 from chexflow import pipeline
 from chexflow.config import AnalysisConfig, DataConfig, ModelConfig, TrainConfig
+from chexflow.errors import ChexflowError
+
+# What the train task's result_serializer="json" writes into its records.
+_JSON_SERIALIZER = JSONSerializer().model_dump(mode="json")
 
 
 @task(name="prepare-data", cache_policy=NO_CACHE)
@@ -25,6 +31,53 @@ def _training_key(_context: Any, params: dict[str, Any]) -> str:
         params["prepared"], params["model_cfg"], params["train_cfg"], params["prepared"].seed
     )
     return f"chexflow-train-{fp}"
+
+
+def check_training_record(
+    storage: Path, prepared: pipeline.PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig
+) -> None:
+    """Refuse a training-cache record that the train task did not write, before Prefect reads it.
+
+    Prefect deserialises a stored result with the serializer described inside the record:
+    its type, its ``jsonlib`` and its ``object_decoder`` are names that Prefect imports and
+    calls. A rewritten record ("pickle", ``jsonlib: pickle``, a decoder that runs a command)
+    would run code when the cache is read, so a record is accepted only with exactly the
+    JSON serializer the train task uses and a plain ``TrainedModel`` payload.
+
+    Raises:
+        ChexflowError: the record is anything else (the message says to delete it).
+    """
+    path = Path(storage) / _training_key(
+        None, {"prepared": prepared, "model_cfg": model_cfg, "train_cfg": train_cfg}
+    )
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_bytes())
+        serializer = record["metadata"]["serializer"]
+        payload = json.loads(record["result"])
+        trusted = (
+            serializer == _JSON_SERIALIZER
+            and payload.get("__class__") == "chexflow.pipeline.TrainedModel"
+            and not {"__class__", "__exc_type__"} & _nested_keys(payload["data"])
+        )
+        if trusted:
+            pipeline.TrainedModel.model_validate(payload["data"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        trusted = False
+    if not trusted:
+        raise ChexflowError(
+            f"training cache record {path} was not written by chexflow (it names another "
+            "serializer or payload, which Prefect would import and run): delete the file"
+        )
+
+
+def _nested_keys(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set(value).union(*(_nested_keys(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_nested_keys(v) for v in value))
+    return set()
 
 
 @task(

@@ -6,16 +6,36 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from chexflow import pipeline
+from chexflow import tracking as mlflow_records
 from chexflow.config import ChexflowConfig, config_to_yaml, flatten
 from chexflow.data.labels import metric_key
-from chexflow.tracking import FRACTION_TAG, SEED_TAG, Tracker, model_alias
+from chexflow.errors import ChexflowError
+from chexflow.tracking import FRACTION_TAG, SEED_TAG, BatchedMetricLogger, Tracker, model_alias
 
-RETRY = {"retries": 3, "retry_delay_seconds": [1, 3, 10], "cache_policy": NO_CACHE}
+
+def retry_io_only(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry failures of I/O, not user errors: a ChexflowError would only fail again."""
+    try:
+        state.result()
+    except ChexflowError:
+        return False
+    except BaseException:
+        return True
+    return True
+
+
+RETRY = {
+    "retries": 3,
+    "retry_delay_seconds": [1, 3, 10],
+    "retry_condition_fn": retry_io_only,
+    "cache_policy": NO_CACHE,
+}
 
 
 @task(name="mlflow-start-run", **RETRY)
@@ -142,6 +162,32 @@ def register_model(
         tags={FRACTION_TAG: str(fraction), SEED_TAG: str(seed), "run_id": run_id},
         alias=model_alias(fraction, seed),
     )
+
+
+@task(name="mlflow-set-tags", **RETRY)
+def set_tags(tracker: Tracker, run_id: str, tags: dict[str, str]) -> None:
+    """Add tags to a run (idempotent: a retry writes the same values)."""
+    tracker.set_tags(run_id, tags)
+
+
+@task(name="mlflow-flush-metrics", **RETRY)
+def flush_metrics(metric_logger: BatchedMetricLogger) -> None:
+    """Send the training metrics still buffered (MLflow was unreachable during training)."""
+    metric_logger.flush(strict=True)
+
+
+@task(name="mlflow-close-abandoned-runs", **RETRY)
+def close_abandoned_runs(tracker: Tracker) -> list[str]:
+    """Mark KILLED the RUNNING runs of dead processes on this host; return their ids."""
+    return mlflow_records.close_abandoned_runs(tracker)
+
+
+@task(name="mlflow-previous-attempts", **RETRY)
+def previous_attempts(tracker: Tracker, training_fingerprint: str) -> list[str]:
+    """Close abandoned runs on this host, then list the unfinished runs of this training
+    since its last finished one: the attempts that the new run resumes."""
+    mlflow_records.close_abandoned_runs(tracker)
+    return mlflow_records.previous_attempts(tracker, training_fingerprint)
 
 
 @task(name="mlflow-finish-run", **RETRY)

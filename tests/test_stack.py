@@ -8,6 +8,7 @@ binaries and psycopg are installed, else SQLite for Prefect; MLflow is always a 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -99,14 +100,16 @@ def test_stop_kills_the_whole_tree_and_falls_back_to_sigkill(tmp_path: Path) -> 
     tree = stack.process_tree(service.pid)
     assert len(tree) >= 2
     message = stack.stop(service, grace_s=1.0)
-    os.waitpid(service.pid, 0)
+    with contextlib.suppress(ChildProcessError):  # already reaped by subprocess' cleanup
+        os.waitpid(service.pid, 0)
     assert "killed" in message
     assert not any(stack.is_running(pid) for pid in tree)
 
 
 def test_pid_reuse_is_not_mistaken_for_a_service(tmp_path: Path) -> None:
     service = stack.spawn("short", ["true"], dict(os.environ), tmp_path / "log")
-    os.waitpid(service.pid, 0)
+    with contextlib.suppress(ChildProcessError):  # already reaped by subprocess' cleanup
+        os.waitpid(service.pid, 0)
     assert not stack.is_running(service.pid, service.start_ticks)
     assert stack.stop(service).endswith("not running")
 

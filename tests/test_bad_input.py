@@ -1,0 +1,254 @@
+"""Bad input is refused in one line, before anything is half-written to MLflow.
+
+The rows of docs/RELIABILITY.md that earlier tests did not cover: model/input mismatches
+through the CLI and the flows, an evaluation class without images, a corrupt JPEG met in
+the middle of a flow, and comparisons over runs that cannot be compared.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from chexflow import pipeline
+from chexflow.cli import app
+from chexflow.config import load_config
+from chexflow.errors import ChexflowError, ConfigError, DataError
+from chexflow.tracking import default_tracking_uri, make_tracker
+
+runner = CliRunner()
+CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
+TINY = [
+    "data.image_size=32",
+    "model.name=test_resnet",
+    "train.epochs=1",
+    "train.batch_size=16",
+    "train.bootstrap=20",
+    "analysis.bootstrap=20",
+    "analysis.kmeans_seeds=2",
+    "analysis.max_faithfulness_points=300",
+]
+
+
+def _sets(*overrides: str) -> list[str]:
+    return [arg for item in [*TINY, *overrides] for arg in ("--set", item)]
+
+
+def _runs(workdir: Path) -> list:
+    """Every MLflow run in the workdir's store (none when the store was never created)."""
+    if not (workdir / "mlflow.db").exists():
+        return []
+    client = MlflowClient(default_tracking_uri(workdir))
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments) if experiments else []
+
+
+# --- the CLI refuses before any flow or MLflow run starts -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config_text", "overrides", "expected"),
+    [
+        ("train: {epochs: [", [], "malformed YAML"),
+        ("trian: {epochs: 3}", [], "trian"),
+        ("", ["train.epochs=three"], "train.epochs"),
+        ("", ["data.holdout_fraction=0.7"], "data.holdout_fraction"),
+        ("", ["data.label_policy={Edema: maybe}"], "data.label_policy"),
+        ("", ["model.name=resnet_does_not_exist"], "unknown timm model"),
+        ("", ["model.name=test_convnext", "data.image_size=16"], "does not fit"),
+        ("", ["model.name=test_vit3", "data.image_size=32"], "does not fit"),
+        ("", ["model.init_checkpoint=/nonexistent/weights.pt"], "does not exist"),
+    ],
+)
+@pytest.mark.parametrize("command", ["finetune", "sweep"])
+def test_the_cli_refuses_bad_config_in_one_line_and_starts_nothing(
+    tiny_dataset: Path,
+    tmp_path: Path,
+    command: str,
+    config_text: str,
+    overrides: list[str],
+    expected: str,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text)
+    workdir = tmp_path / "work"
+    selector = ["--fraction", "0.5"] if command == "finetune" else ["--fractions", "0.5"]
+    args = [command, "--data", str(tiny_dataset), *selector, "--config", str(config)]
+    result = runner.invoke(app, [*args, "--workdir", str(workdir), *_sets(*overrides)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and expected in line, line
+    assert "Traceback" not in result.output
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "prefect").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "expected"),
+    [
+        (["model.name=resnet_does_not_exist"], ConfigError, "unknown timm model"),
+        (["model.name=test_convnext", "data.image_size=16"], ConfigError, "does not fit"),
+    ],
+)
+@pytest.mark.parametrize("flow_name", ["finetune", "sweep"])
+def test_flows_refuse_a_bad_model_before_their_mlflow_run(
+    prefect_api, tiny_dataset: Path, tmp_path: Path, flow_name, overrides, error, expected
+) -> None:
+    # Deployments call the flows directly (the UI form, a schedule): they check on their own.
+    from flows.finetune import finetune
+    from flows.sweep import sweep
+
+    config = load_config(None, [*TINY, *overrides])
+    workdir = tmp_path / "work"
+    with pytest.raises(error, match=expected) as raised:
+        if flow_name == "finetune":
+            finetune(str(tiny_dataset), 0.5, 0, config, str(workdir))
+        else:
+            sweep(str(tiny_dataset), [0.5], [0], config, str(workdir))
+    assert "\n" not in str(raised.value)
+    assert _runs(workdir) == []
+
+
+# --- data problems a flow meets ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 patients: too few for a Consolidation image in the evaluation hold-out."""
+    from chexflow.data.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("small") / "CheXpert-v1.0-small"
+    return write_synthetic(root, patients=60, image_size=32, seed=0, progress=False)
+
+
+def test_an_evaluation_class_without_images_is_refused(small_dataset: Path, tmp_path) -> None:
+    config = load_config(None, TINY)
+    with pytest.raises(DataError, match=r"no positive Consolidation image") as raised:
+        pipeline.prepare_data(small_dataset, config.data, 0.5, 0, tmp_path)
+    assert "data.holdout_fraction" in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.slow
+def test_the_flow_refuses_an_empty_evaluation_class_before_its_mlflow_run(
+    prefect_api, small_dataset: Path, tmp_path: Path
+) -> None:
+    from flows.finetune import finetune
+
+    with pytest.raises(DataError, match="no positive Consolidation"):
+        finetune(str(small_dataset), 0.5, 0, load_config(None, TINY), str(tmp_path / "w"))
+    assert _runs(tmp_path / "w") == []
+
+
+@pytest.mark.slow
+def test_a_corrupt_jpeg_fails_the_run_with_its_name(
+    prefect_api, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from flows.finetune import finetune
+
+    data = tmp_path / "CheXpert-v1.0-small"
+    shutil.copytree(tiny_dataset, data)
+    config = load_config(None, TINY)
+    prepared = pipeline.prepare_data(data, config.data, 0.5, 0, tmp_path / "scratch")
+    victim = prepared.frame("train")["path"].iloc[3]
+    (data / victim).write_bytes(b"\xff\xd8\xff\xe0" + b"not a jpeg" * 50)
+    workdir = tmp_path / "work"
+    with pytest.raises(DataError, match="unreadable") as raised:
+        finetune(str(data), 0.5, 0, config, str(workdir))
+    assert victim in str(raised.value)
+    (run,) = _runs(workdir)
+    assert run.info.status == "FAILED"
+    assert victim in run.data.tags["chexflow.failure"]
+    assert "cannot decode" in run.data.tags["chexflow.failure"]
+    client = MlflowClient(default_tracking_uri(workdir))
+    assert client.list_artifacts(run.info.run_id) == [], "nothing half-logged"
+    assert client.search_model_versions(f"run_id='{run.info.run_id}'") == []
+
+
+# --- comparisons over runs that cannot be compared --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_eval_sets(prefect_api, tiny_dataset: Path, tmp_path_factory) -> tuple[Path, list[str]]:
+    """Two finished fine-tunes whose evaluation sets differ (another data.split_seed)."""
+    from flows.finetune import finetune
+
+    workdir = tmp_path_factory.mktemp("compare")
+    ids = [
+        finetune(
+            str(tiny_dataset), 0.5, 0, load_config(None, [*TINY, f"data.split_seed={s}"]),
+            str(workdir),
+        )["run_id"]
+        for s in (0, 1)
+    ]  # fmt: skip
+    return workdir, ids
+
+
+@pytest.mark.slow
+def test_compare_refuses_runs_with_different_evaluation_sets(two_eval_sets) -> None:
+    from flows.compare import compare
+
+    workdir, ids = two_eval_sets
+    with pytest.raises(ChexflowError, match="different evaluation sets"):
+        compare(run_ids=ids, config=load_config(None, TINY), workdir=str(workdir))
+    kinds = [r.data.tags.get("chexflow.kind") for r in _runs(workdir)]
+    assert "comparison" not in kinds, "no comparison run was started"
+
+
+@pytest.mark.slow
+def test_compare_refuses_unfinished_and_foreign_runs(two_eval_sets) -> None:
+    from flows.compare import compare
+
+    workdir, ids = two_eval_sets
+    tracker = make_tracker("chexpert-label-fractions", workdir)
+    unfinished = tracker.start_run("finetune", "still-running", {})
+    sweep = tracker.start_run("sweep", "a-sweep", {})
+    tracker.finish(sweep)
+    for other, expected in ((unfinished, "did not finish"), (sweep, "not chexflow fine-tune")):
+        with pytest.raises(ChexflowError, match=expected):
+            compare(run_ids=[ids[0], other], config=load_config(None, TINY), workdir=str(workdir))
+    tracker.finish(unfinished, failure="test: closed")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ({"sweep_id": "0123456789abcdef"}, "has no finished fine-tune runs"),
+        ({"aliases": ["frac-99pct-seed7"], "model_name": "chexpert-finetune"}, "has no alias"),
+        ({"run_ids": ["0123456789abcdef"]}, "does not exist"),
+    ],
+)
+def test_compare_refuses_what_mlflow_does_not_hold(two_eval_sets, selector, expected) -> None:
+    from flows.compare import compare
+
+    workdir, _ids = two_eval_sets
+    with pytest.raises(ChexflowError, match=expected):
+        compare(**selector, config=load_config(None, TINY), workdir=str(workdir))
+
+
+@pytest.mark.slow
+def test_compare_over_runs_that_do_not_exist_exits_2_without_a_traceback(
+    two_eval_sets, prefect_api, tmp_path: Path
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    workdir, _ids = two_eval_sets
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_HOME=str(tmp_path / "home"))
+    result = subprocess.run(
+        [CHEXFLOW, "compare", "--runs", "0123456789abcdef,fedcba9876543210",
+         "--workdir", str(workdir)],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: MLflow run 0123456789abcdef does not exist in {default_tracking_uri(workdir)}"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Retry" not in result.stdout + result.stderr, "a user error is not retried"

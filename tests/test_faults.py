@@ -1,0 +1,452 @@
+"""Faults survived: a killed training, an MLflow outage, concurrent sweeps, a bad workdir.
+
+Each test injects the fault for real: SIGKILL of a `chexflow finetune` process, an MLflow
+server killed and restarted while a flow logs to it, two `chexflow sweep` processes against
+one stack at once, a workdir that cannot be written or has no room. `-s` prints timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from chexflow import pipeline, stack
+from chexflow.cli import app
+from chexflow.config import load_config
+
+CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
+TINY = [
+    "data.image_size=32",
+    "model.name=test_resnet",
+    "train.batch_size=16",
+    "train.bootstrap=20",
+    "analysis.bootstrap=20",
+    "analysis.kmeans_seeds=2",
+    "analysis.max_faithfulness_points=300",
+]
+EPOCHS = 4
+CONTRACT_ARTIFACTS = (
+    "embeddings/features.npy",
+    "embeddings/index.csv",
+    "embeddings/meta.json",
+    "plots/tsne.png",
+    "metrics/cluster_metrics.json",
+    "metrics/evaluation.json",
+    "checkpoints/best.pt",
+    "config.yaml",
+    "data/patients.txt",
+)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    return {**env, **stack.OFFLINE_ENV, **extra}
+
+
+def _finetune_args(data: Path, workdir: Path, epochs: int = EPOCHS) -> list[str]:
+    sets = [arg for item in [*TINY, f"train.epochs={epochs}"] for arg in ("--set", item)]
+    return [CHEXFLOW, "finetune", "--data", str(data), "--fraction", "0.5",
+            "--workdir", str(workdir), *sets]  # fmt: skip
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def _finetune_runs(client: MlflowClient) -> list[Any]:
+    experiment = client.get_experiment_by_name("chexpert-label-fractions")
+    return client.search_runs(
+        [experiment.experiment_id],
+        "tags.`chexflow.kind` = 'finetune'",
+        order_by=["attributes.start_time ASC"],
+    )
+
+
+@pytest.fixture(scope="module")
+def api_url(prefect_api) -> str:
+    """The session's test Prefect API, for flows run in subprocesses (no server per process)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+# --- a worker killed in the middle of training ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_checkpoint_to_the_same_result(
+    api_url: str, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    env = _clean_env(PREFECT_API_URL=api_url, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    calm, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    started = time.monotonic()
+    baseline = subprocess.Popen(
+        _finetune_args(tiny_dataset, calm), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    victim = subprocess.Popen(
+        _finetune_args(tiny_dataset, killed), env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        meta = _wait_for_first_checkpoint(killed, victim)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)
+    assert victim.returncode == -signal.SIGKILL
+    assert 1 <= meta["epoch"] < EPOCHS and not meta["finished"], meta
+    client = MlflowClient(f"sqlite:///{killed / 'mlflow.db'}")
+    (orphan,) = _finetune_runs(client)
+    assert orphan.info.status == "RUNNING"  # nobody closed it: the process was killed
+
+    rerun = subprocess.run(
+        _finetune_args(tiny_dataset, killed), env=env, capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    output, _ = baseline.communicate(timeout=600)
+    assert baseline.returncode == 0, output[-3000:]
+    took = time.monotonic() - started
+
+    first, second = _finetune_runs(client)
+    assert first.info.run_id == orphan.info.run_id
+    assert first.info.status == "KILLED"
+    assert first.data.tags["chexflow.failure"].startswith("abandoned: process")
+    assert second.info.status == "FINISHED"
+    assert second.data.tags["chexflow.previous_attempts"] == first.info.run_id
+    fingerprint = second.data.tags["chexflow.training_fingerprint"]
+    assert first.data.tags["chexflow.training_fingerprint"] == fingerprint
+    resumed = int(second.data.tags["chexflow.resumed_from_epoch"])
+    assert meta["epoch"] <= resumed < EPOCHS
+    assert set(CONTRACT_ARTIFACTS) <= _artifacts(client, second.info.run_id)
+    steps = [m.step for m in client.get_metric_history(second.info.run_id, "epoch/val_loss")]
+    assert set(steps) == set(range(1, EPOCHS + 1)), "the full history is in the resumed run"
+
+    (reference,) = _finetune_runs(MlflowClient(f"sqlite:///{calm / 'mlflow.db'}"))
+    assert reference.data.tags["chexflow.training_fingerprint"] == fingerprint
+    for key in ("val_auroc_mean", "silhouette", "davies_bouldin", "best_epoch"):
+        assert second.data.metrics[key] == reference.data.metrics[key], key
+    _assert_same_weights(killed / "checkpoints" / fingerprint, calm / "checkpoints" / fingerprint)
+    print(f"\nkilled at epoch {meta['epoch']}/{EPOCHS}, resumed from epoch {resumed}; "
+          f"uninterrupted + killed + rerun: {took:.1f} s")  # fmt: skip
+
+
+def _wait_for_first_checkpoint(workdir: Path, process: subprocess.Popen) -> dict[str, Any]:
+    """Poll until an epoch's checkpoint is complete (its .json is written after the .pt)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for meta in (workdir / "checkpoints").glob("*/last.json"):
+            return json.loads(meta.read_text())
+        assert process.poll() is None, "the training ended before its first checkpoint"
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint after 300 s")
+
+
+def _assert_same_weights(left: Path, right: Path) -> None:
+    for name in ("best.pt", "last.pt"):
+        a = torch.load(left / name, map_location="cpu", weights_only=True)
+        b = torch.load(right / name, map_location="cpu", weights_only=True)
+        a, b = a.get("model", a), b.get("model", b)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_only_runs_of_dead_processes_here_are_closed_as_abandoned(tmp_path: Path) -> None:
+    from chexflow.tracking import close_abandoned_runs, make_tracker, process_tags
+
+    tracker = make_tracker("chexpert-label-fractions", tmp_path)
+    mine = process_tags()
+    pid, ticks = mine["chexflow.process"].split(":")
+    dead = {**mine, "chexflow.process": f"{pid}:{int(ticks) - 1}"}  # a reused pid: not it
+    owners = {
+        "alive": mine,
+        "dead": dead,
+        "other-host": {**dead, "chexflow.host": "elsewhere"},
+        "other-namespace": {**dead, "chexflow.pid_namespace": "another-container"},
+    }
+    ids = {name: tracker.start_run("finetune", name, tags) for name, tags in owners.items()}
+    assert close_abandoned_runs(tracker) == [ids["dead"]]
+    status = {n: tracker.client.get_run(i).info.status for n, i in ids.items()}
+    assert status == {"alive": "RUNNING", "dead": "KILLED", "other-host": "RUNNING",
+                      "other-namespace": "RUNNING"}  # fmt: skip
+    failure = tracker.client.get_run(ids["dead"]).data.tags["chexflow.failure"]
+    assert failure.startswith(f"abandoned: process {pid} ")
+
+
+# --- the MLflow server unreachable while a flow logs ----------------------------------------
+
+
+class _Outage:
+    """Kill the MLflow server (SIGKILL, mid-request); start it again ``down_s`` later."""
+
+    def __init__(self, settings: stack.StackSettings, backend: str, log: Path, down_s: float):
+        self.command = stack.mlflow_server_command(settings, backend)
+        self.env = stack.base_env(settings.workdir)
+        self.log, self.down_s, self.port = log, down_s, settings.mlflow_port
+        self.service = self.start()
+        self.fired = threading.Event()
+        self.restarted = threading.Event()
+        self.killed_at = self.healthy_at = 0.0
+
+    def start(self) -> stack.Service:
+        service = stack.spawn("mlflow-server", self.command, self.env, self.log)
+        url = f"http://{stack.HOST}:{self.port}/health"
+        stack.wait_until(lambda: stack.http_ok(url), [service], "MLflow server", 120)
+        return service
+
+    def trigger(self) -> None:
+        if self.fired.is_set():
+            return
+        self.fired.set()
+        os.killpg(self.service.pid, signal.SIGKILL)
+        os.waitpid(self.service.pid, 0)
+        self.killed_at = time.monotonic()
+        threading.Thread(target=self._come_back, daemon=True).start()
+
+    def _come_back(self) -> None:
+        time.sleep(self.down_s)
+        while not stack.port_is_free(self.port):
+            time.sleep(0.1)
+        self.service = self.start()
+        self.healthy_at = time.monotonic()
+        self.restarted.set()
+
+    def stop(self) -> None:
+        if self.fired.is_set():
+            self.restarted.wait(timeout=120)
+        stack.stop(self.service, grace_s=5)
+        stack._reap([self.service])
+
+
+@pytest.fixture
+def mlflow_outage(tmp_path: Path) -> Iterator[_Outage]:
+    port = stack.free_port()
+    settings = stack.StackSettings(tmp_path / "server", mlflow_port=port)
+    backend = f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"
+    (tmp_path / "server").mkdir()
+    outage = _Outage(settings, backend, tmp_path / "mlflow-server.log", down_s=10.0)
+    yield outage
+    outage.stop()
+
+
+@pytest.mark.slow
+def test_mlflow_outage_during_logging_loses_no_metric_or_artifact(
+    prefect_api, tiny_dataset: Path, tmp_path: Path, mlflow_outage: _Outage, monkeypatch
+) -> None:
+    from chexflow.tracking import Tracker
+    from flows.finetune import finetune
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://{stack.HOST}:{mlflow_outage.port}")
+    # Each request gives up after ~5 s (not ~12 s): the outage reaches the task retries.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    original = Tracker.log_metric_objects
+
+    def flush_then_outage(self: Tracker, run_id: str, items: list) -> None:
+        if any(m.key.startswith("epoch/") and m.step == 3 for m in items):  # the last epoch
+            mlflow_outage.trigger()
+        original(self, run_id, items)
+
+    monkeypatch.setattr(Tracker, "log_metric_objects", flush_then_outage)
+    config = load_config(None, [*TINY, "train.epochs=3"])
+    started = time.monotonic()
+    state = finetune(str(tiny_dataset), 0.5, 0, config, str(tmp_path / "work"), return_state=True)
+    took = time.monotonic() - started
+    assert state.is_completed(), state
+    result = state.result()
+    assert mlflow_outage.fired.is_set() and mlflow_outage.restarted.wait(timeout=60)
+
+    client = MlflowClient(f"http://{stack.HOST}:{mlflow_outage.port}")
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    steps_per_epoch = -(-int(run.data.params["n_train_images"]) // 16)  # batch size 16
+    losses = client.get_metric_history(run.info.run_id, "train_loss_step")
+    assert {m.step for m in losses} == set(range(1, 3 * steps_per_epoch + 1))
+    for key in ("epoch/val_auroc_mean", "epoch/train_loss"):
+        assert {m.step for m in client.get_metric_history(run.info.run_id, key)} == {1, 2, 3}
+    assert {"val_auroc_mean", "silhouette", "davies_bouldin", "best_epoch"} <= set(run.data.metrics)
+    assert set(CONTRACT_ARTIFACTS) <= _artifacts(client, run.info.run_id)
+    version = client.get_model_version("chexpert-finetune", result["model_version"])
+    assert version.run_id == run.info.run_id
+    retried = _retried_tasks(state.state_details.flow_run_id)
+    assert retried, "the outage was bridged by Prefect task retries"
+    down = mlflow_outage.healthy_at - mlflow_outage.killed_at
+    print(f"\nMLflow down {down:.1f} s (SIGKILL, restarted after 10 s); retried tasks "
+          f"{sorted(retried)}; flow {took:.1f} s")  # fmt: skip
+
+
+def _retried_tasks(flow_run_id: Any) -> dict[str, int]:
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+
+    return {t.name: t.run_count for t in asyncio.run(read()) if t.run_count > 1}
+
+
+# --- two sweeps at once against one stack ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain_stack() -> Iterator[dict[str, Any]]:
+    """`chexflow up` without workers: the sweeps run in their own processes, as from a CLI."""
+    root = Path(tempfile.mkdtemp(prefix="chexflow-faults-"))
+    work = root / "work"
+    ports = [stack.free_port(), stack.free_port()]
+    args = ["up", "--workdir", str(work), "--prefect-port", str(ports[0]),
+            "--mlflow-port", str(ports[1]), "--gpu-workers", "0", "--cpu-workers", "0"]  # fmt: skip
+    result = subprocess.run([CHEXFLOW, *args], capture_output=True, text=True, timeout=300,
+                            env=_clean_env(), check=False)  # fmt: skip
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        env = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in (work / "stack" / "env.sh").read_text().splitlines()
+        )
+        yield {"work": work, "env": env}
+    finally:
+        subprocess.run([CHEXFLOW, "down", "--workdir", str(work)], capture_output=True,
+                       env=_clean_env(), timeout=120, check=False)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_sweeps_at_once_complete_without_locks_or_mixing(
+    plain_stack: dict[str, Any], tiny_dataset: Path
+) -> None:
+    work, env = plain_stack["work"], _clean_env(**plain_stack["env"])
+    sets = [arg for item in [*TINY, "train.epochs=1"] for arg in ("--set", item)]
+    seeds = {"a": "0", "b": "1"}
+    started = time.monotonic()
+    processes = {}
+    for name, seed in seeds.items():
+        command = [CHEXFLOW, "sweep", "--data", str(tiny_dataset), "--fractions", "0.25,0.5",
+                   "--seeds", seed, "--workdir", str(work), *sets]  # fmt: skip
+        processes[name] = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    outputs = {name: p.communicate(timeout=900)[0] for name, p in processes.items()}
+    took = time.monotonic() - started
+    for name, process in processes.items():
+        assert process.returncode == 0, outputs[name][-4000:]
+    logs = "".join(p.read_text() for p in (work / "stack").glob("*.log"))
+    assert "database is locked" not in "".join(outputs.values()) + logs
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("chexpert-label-fractions")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert all(r.info.status == "FINISHED" for r in runs), [
+        (r.info.run_name, r.info.status) for r in runs
+    ]
+    sweeps = [r for r in runs if r.data.tags.get("chexflow.kind") == "sweep"]
+    assert sorted(r.data.tags["chexflow.seeds"] for r in sweeps) == sorted(seeds.values())
+    for sweep in sweeps:
+        seed, sweep_id = sweep.data.tags["chexflow.seeds"], sweep.info.run_id
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep_id]
+        finetunes = [r for r in children if r.data.tags["chexflow.kind"] == "finetune"]
+        assert sorted(float(r.data.tags["chexflow.fraction"]) for r in finetunes) == [0.25, 0.5]
+        assert {r.data.tags["chexflow.seed"] for r in finetunes} == {seed}
+        assert all(r.data.tags["chexflow.sweep_id"] == sweep_id for r in finetunes)
+        (comparison,) = [r for r in children if r.data.tags["chexflow.kind"] == "comparison"]
+        compared = set(comparison.data.tags["chexflow.compared_runs"].split(","))
+        own = {r.info.run_id for r in children if r.data.tags["chexflow.kind"] != "comparison"}
+        assert {r.info.run_id for r in finetunes} <= compared <= own
+    _assert_flow_runs_completed(env)
+    print(f"\ntwo 2-fraction sweeps at once on one stack (SQLite): {took:.1f} s")
+
+
+def _assert_flow_runs_completed(env: dict[str, str]) -> None:
+    import asyncio
+
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_runs()
+
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        flow_runs = asyncio.run(read())
+    assert flow_runs and all(r.state and r.state.is_completed() for r in flow_runs), [
+        (r.name, r.state_name) for r in flow_runs
+    ]
+
+
+# --- a workdir that cannot be written, or is full --------------------------------------------
+
+runner = CliRunner()
+
+
+def test_an_unwritable_workdir_is_refused_before_anything_starts(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    workdir = blocker / "work"  # as root, chmod would not stop writes; a file in the path does
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    for command in (
+        ["finetune", "--data", str(tiny_dataset), "--fraction", "0.5"],
+        ["sweep", "--data", str(tiny_dataset), "--fractions", "0.5"],
+    ):
+        result = runner.invoke(app, [*command, "--workdir", str(workdir), *sets])
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert "not writable" in line and str(workdir) in line
+    assert blocker.read_text() == "not a directory"
+
+
+def test_a_full_disk_is_refused_before_anything_starts(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=10 * 2**20))
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    work = tmp_path / "work"
+    args = ["finetune", "--data", str(tiny_dataset), "--fraction", "0.5", "--workdir", str(work)]
+    result = runner.invoke(app, [*args, *sets])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "10 MiB free" in line and "--workdir" in line
+    assert not (work / "mlflow.db").exists() and not (work / "prefect").exists()
+
+
+@pytest.mark.slow
+def test_the_flow_sizes_the_image_cache_before_its_mlflow_run_starts(
+    prefect_api, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chexflow.errors import ChexflowError
+    from flows.finetune import finetune
+
+    usage = shutil.disk_usage(tmp_path)
+    room = pipeline.MIN_FREE_BYTES + 1000  # enough for the margin, not for 32 px images
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=room))
+    config = load_config(None, [*TINY, "train.epochs=1"])
+    with pytest.raises(ChexflowError, match=r"MiB free, a run needs about"):
+        finetune(str(tiny_dataset), 0.5, 0, config, str(tmp_path / "work"))
+    assert not (tmp_path / "work" / "mlflow.db").exists(), "no MLflow run was started"
+    assert not (tmp_path / "work" / "checkpoints").exists()
