@@ -1,32 +1,31 @@
-"""Embedding-analysis speed: openTSNE vs scikit-learn t-SNE, and the whole analysis stage.
+"""Projection speed (openTSNE vs scikit-learn t-SNE) and the analysis stage at scale.
 
-    python -m bench.bench_analysis --sizes 2000,10000 --out bench/results/analysis.json
-    python -m bench.bench_analysis --sizes 2000,10000 --large   # adds 100k (analysis only)
+    python -m bench.bench_analysis                    # t-SNE race at 2k and 10k
+    python -m bench.bench_analysis --large            # + the race at 50k, analysis at 100k
+    python -m bench.bench_analysis --sizes "" --large --out bench/results/analysis_100k.json
 
 Data: synthetic ``[n, 512]`` float16 embeddings with the six evaluation classes as
 Gaussian clusters (Consolidation and Edema overlapping), ~15% multi-label images between
-two class centres and ~5% with no class. For each size:
+two class centres and ~5% with no class.
 
 - t-SNE on the same preprocessed input (L2-normalise, PCA 50): ``chexflow.analysis.
   projection.tsne`` (openTSNE, exact cosine kNN graph, 250 + 500 iterations) against
   ``sklearn.manifold.TSNE`` (cosine, PCA init, learning rate "auto", 750 iterations, all
-  cores), and their ratio. scikit-learn is skipped above ``--sklearn-max`` points.
-  openTSNE also runs with the other thread count (1 or all cores) to check that the map
-  does not change and to show what threads buy.
-- ``analyse_embeddings`` with the default ``AnalysisConfig`` (one map, 200 bootstrap
-  resamples, 5 k-means seeds): wall time and its per-stage breakdown.
+  cores), and their ratio (sklearn / openTSNE, the paired runs' median). The two run in
+  adjacent pairs, alternating order. ``--thread-check`` also runs openTSNE with the
+  other thread count, to check the map does not change and show what threads buy.
+- ``--large``: the race at 50k, and ``analyse_embeddings`` (default ``AnalysisConfig``:
+  one map, 200 bootstrap resamples, 5 k-means seeds) on 100k points — its wall time, its
+  sub-stages, and all cluster metrics without the t-SNE map (target: under 2 minutes).
 
-Each figure is the median of ``--repeats`` runs (one run at 100k). The load average is
-recorded before and after: on a shared machine, compare numbers from the same file only.
+Figures are medians of ``--repeats`` pairs (``--repeats-10k`` from 10k points,
+``--large-repeats`` at 50k/100k). One openTSNE run on 500 points first (imports, first
+calls) is untimed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,12 +34,23 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import (
+    figure,
+    finish_document,
+    paired,
+    paired_ratio,
+    print_figures,
+    start_document,
+    stats,
+)
 from chexflow.analysis.projection import n_threads, preprocess, tsne, tsne_threads
-from chexflow.analysis.run_analysis import analyse_embeddings
 from chexflow.config import AnalysisConfig
 from chexflow.data.labels import EVAL_CLASSES
 
-LARGE_SIZE = 100_000
+MODULE = "bench.bench_analysis"
+LARGE_TSNE = 50_000
+LARGE_ANALYSIS = 100_000
+METRICS_TARGET_S = 120.0
 CENTRE_SCALE = 0.15  # centres ~4.8 noise-sd apart in 512-d: overlapping (kNN accuracy ~0.7)
 
 
@@ -74,14 +84,10 @@ def synthetic_embeddings(
     return features.astype(np.float16), positives, exclusive
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, Any], Any]:
-    """Median wall time of ``repeats`` calls, the individual runs and the last result."""
-    runs, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        runs.append(round(time.perf_counter() - start, 3))
-    return {"median_s": statistics.median(runs), "runs_s": runs}, result
+def seconds(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def sklearn_tsne(pre: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -100,101 +106,157 @@ def sklearn_tsne(pre: np.ndarray, seed: int = 0) -> np.ndarray:
     return model.fit_transform(pre)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    import openTSNE
-    import sklearn
-    import torch
-
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "usable_cores": n_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scikit_learn": sklearn.__version__,
-        "opentsne": openTSNE.__version__,
-        "torch": torch.__version__,
-        "load_average": list(os.getloadavg()),
-    }
-
-
-def bench_size(n: int, dim: int, repeats: int, sklearn_max: int, with_tsne: bool) -> dict:
-    """All measurements for one size."""
-    features, positives, exclusive = synthetic_embeddings(n, dim)
-    row: dict[str, Any] = {"n": n, "dim": dim}
-    if with_tsne:
-        pre = preprocess(features, 50, 0)
-        row["opentsne"], coords = timed(lambda: tsne(pre, 30.0, 0), repeats)
-        row["opentsne"]["threads"] = tsne_threads(n)
-        if n_threads() > 1:
-            # The map must not depend on the thread count; how much do threads buy here?
-            for threads in sorted({1, n_threads()} - {tsne_threads(n)}):
-                key = f"opentsne_{threads}_threads"
-                row[key], other = timed(lambda t=threads: tsne(pre, 30.0, 0, n_jobs=t), repeats)
-                row[key]["same_map"] = bool(np.array_equal(coords, other))
-        if n <= sklearn_max:
-            row["sklearn_tsne"], _ = timed(lambda: sklearn_tsne(pre), repeats)
-            row["sklearn_tsne"]["threads"] = n_threads()
-            row["sklearn_over_opentsne"] = round(
-                row["sklearn_tsne"]["median_s"] / row["opentsne"]["median_s"], 2
-            )
-    cfg = AnalysisConfig()
-    row["analyse_embeddings"], result = timed(
-        lambda: analyse_embeddings(features, positives, exclusive, cfg, seed=0), repeats
-    )
-    timings = result.metrics["timings_s"]
-    row["analyse_embeddings"]["stages_s"] = timings
-    row["analyse_embeddings"]["metrics_without_tsne_s"] = round(
-        sum(v for k, v in timings.items() if k != "tsne"), 3
-    )
-    row["headline"] = {
-        "silhouette": result.metrics["silhouette"],
-        "knn_accuracy": result.metrics["knn"]["accuracy"],
-        "top_overlap": result.metrics["knn"]["top_overlaps"][0],
-        "trustworthiness": result.metrics["faithfulness"]["trustworthiness"],
-    }
+def tsne_race(n: int, repeats: int, sklearn_max: int, thread_check: bool) -> dict[str, Any]:
+    """openTSNE vs scikit-learn on the same preprocessed ``n`` points."""
+    features, _, _ = synthetic_embeddings(n)
+    pre = preprocess(features, 50, 0)
+    row: dict[str, Any] = {"n": n, "opentsne_threads": tsne_threads(n)}
+    if n <= sklearn_max:
+        ours, theirs = paired(
+            lambda: seconds(lambda: tsne(pre, 30.0, 0)),
+            lambda: seconds(lambda: sklearn_tsne(pre)),
+            repeats,
+        )
+        row["sklearn_s"] = stats(theirs, 3)
+        row["sklearn_threads"] = n_threads()
+        row["sklearn_over_opentsne"] = paired_ratio(theirs, ours)
+    else:
+        ours = [seconds(lambda: tsne(pre, 30.0, 0)) for _ in range(repeats)]
+    row["opentsne_s"] = stats(ours, 3)
+    if thread_check and n_threads() > 1:
+        coords = tsne(pre, 30.0, 0)
+        for threads in sorted({1, n_threads()} - {tsne_threads(n)}):
+            runs, other = [], coords
+            for _ in range(repeats):
+                start = time.perf_counter()
+                other = tsne(pre, 30.0, 0, n_jobs=threads)
+                runs.append(time.perf_counter() - start)
+            row[f"opentsne_{threads}_threads_s"] = stats(runs, 3)
+            row[f"opentsne_{threads}_threads_same_map"] = bool(np.array_equal(coords, other))
+    print(f"[analysis] t-SNE n={n}: {row.get('sklearn_over_opentsne')}", flush=True)
     return row
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="2000,10000", help="comma-separated n")
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sklearn-max", type=int, default=10_000)
-    parser.add_argument("--large", action="store_true", help=f"add n={LARGE_SIZE} (no t-SNE race)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/analysis.json"))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+def analysis_at(n: int, repeats: int) -> dict[str, Any]:
+    """``analyse_embeddings`` on ``n`` points: wall time, sub-stages, metrics without t-SNE."""
+    from chexflow.analysis.run_analysis import analyse_embeddings
 
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    report: dict[str, Any] = {
-        "benchmark": "analysis",
-        "command": "python -m bench.bench_analysis " + " ".join(argv),
-        "machine": machine_info(),
-        "results": [],
+    features, positives, exclusive = synthetic_embeddings(n)
+    cfg = AnalysisConfig()
+    totals, metrics_only, stages = [], [], []
+    result = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = analyse_embeddings(features, positives, exclusive, cfg, seed=0)
+        totals.append(time.perf_counter() - start)
+        timings = result.metrics["timings_s"]
+        stages.append(timings)
+        metrics_only.append(sum(v for k, v in timings.items() if k != "tsne"))
+    assert result is not None
+    return {
+        "n": n,
+        "dim": int(features.shape[1]),
+        "total_s": stats(totals, 3),
+        "metrics_without_tsne_s": stats(metrics_only, 3),
+        "stages_s": {k: stats([s[k] for s in stages], 3) for k in stages[0]},
+        "headline": {
+            "silhouette": result.metrics["silhouette"],
+            "knn_accuracy": result.metrics["knn"]["accuracy"],
+            "top_overlap": result.metrics["knn"]["top_overlaps"][0],
+            "trustworthiness": result.metrics["faithfulness"]["trustworthiness"],
+        },
     }
-    plan = [(n, True, args.repeats) for n in sizes]
-    plan += [(LARGE_SIZE, False, 1)] if args.large else []
-    for n, with_tsne, repeats in plan:
-        row = bench_size(n, args.dim, repeats, args.sklearn_max, with_tsne)
-        report["results"].append(row)
-        print(json.dumps(row), flush=True)
-    report["machine"]["load_average_end"] = list(os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    return report
+
+
+def race_repeats(n: int, args: argparse.Namespace) -> int:
+    if n >= LARGE_TSNE:
+        return args.large_repeats
+    return args.repeats_10k if n >= 10_000 else args.repeats
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="2000,10000", help="t-SNE race sizes, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats-10k", type=int, default=2, help="repeats from 10k points")
+    parser.add_argument("--large-repeats", type=int, default=1)
+    parser.add_argument("--sklearn-max", type=int, default=LARGE_TSNE)
+    parser.add_argument("--thread-check", action="store_true", help="openTSNE at 1 and N threads")
+    parser.add_argument(
+        "--large", action="store_true", help=f"race at {LARGE_TSNE}, analysis at {LARGE_ANALYSIS}"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/results/analysis.json"))
+    args = parser.parse_args(argv)
+    args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    return args
+
+
+def analysis_figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    figures = []
+    for row in doc["results"]["tsne"]:
+        figures.append(
+            figure(f"openTSNE, n={row['n']}", row["opentsne_s"]["median"], "s"),
+        )
+        if "sklearn_over_opentsne" in row:
+            figures.append(
+                figure(
+                    f"scikit-learn TSNE / openTSNE, n={row['n']}",
+                    row["sklearn_over_opentsne"]["median"],
+                    "x",
+                )
+            )
+    large = doc["results"].get("analysis_large")
+    if large:
+        figures.append(figure(f"analysis stage, n={large['n']}", large["total_s"]["median"], "s"))
+        value = large["metrics_without_tsne_s"]["median"]
+        figures.append(
+            figure(
+                f"all cluster metrics, {large['n']} x {large['dim']}",
+                value,
+                "s",
+                f"< {METRICS_TARGET_S:.0f} s",
+                value < METRICS_TARGET_S,
+            )
+        )
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    doc = start_document("analysis", MODULE, argv)
+    sizes = args.sizes + ([LARGE_TSNE] if args.large else [])
+    if sizes:
+        warm, _, _ = synthetic_embeddings(500)
+        tsne(preprocess(warm, 50, 0), 30.0, 0)  # warm-up, untimed
+    results: dict[str, Any] = {
+        "tsne": [
+            tsne_race(
+                n,
+                race_repeats(n, args),
+                args.sklearn_max,
+                args.thread_check,
+            )
+            for n in sizes
+        ]
+    }
+    if args.large:
+        results["analysis_large"] = analysis_at(LARGE_ANALYSIS, args.large_repeats)
+    doc["settings"] = {
+        "tsne_sizes": sizes,
+        "repeats": {str(n): race_repeats(n, args) for n in sizes},
+        "large_repeats": args.large_repeats,
+        "sklearn_max": args.sklearn_max,
+        "dim": 512,
+        "usable_cores": n_threads(),
+        "warmup": "one untimed openTSNE run on 500 points",
+        "pairing": "openTSNE and scikit-learn in adjacent pairs, alternating order",
+    }
+    doc["results"] = results
+    doc["figures"] = analysis_figures(doc)
+    finish_document(doc, args.out)
+    print_figures(doc)
+    return doc
 
 
 if __name__ == "__main__":

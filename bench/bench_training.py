@@ -1,88 +1,60 @@
 """Training throughput: the real input pipeline + training step versus compute alone.
 
-    python -m bench.bench_training --model resnet18 --image-size 128 --batch-size 32 \\
-        --steps 20 --device auto --out bench/results/training.json
+    python -m bench.bench_training                  # the demo's model: resnet10t, 64 px, b32
+    python -m bench.bench_training --model resnet18 --image-size 128 \
+        --out bench/results/training_resnet18.json
 
-(a) "real": `chexflow.train.train_epoch` (the inner loop of `fit`) over a DataLoader of an
-in-memory uint8 image dataset, with the masked loss, clipping, AdamW and the scheduler.
-(b) "compute-only": the same `TrainStep` on random tensors already on the device.
-Warm-up steps are excluded. The two loops run in adjacent pairs, in alternating order,
-`--repeats` times; throughputs are medians and the ratio is the median of the pairs'
-ratios, which is robust to load from other processes that drifts over the run. Also measured:
-`chexflow.embed.extract_embeddings` throughput. On CUDA: bf16 autocast, channels-last,
-pinned memory and loader workers, as in training.
+Data: a synthetic CheXpert-format dataset (``chexflow.data.synthetic.write_synthetic``)
+prepared exactly as a fine-tune prepares it — ``pipeline.prepare_data`` (fraction 1.0),
+then ``pipeline.build_dataset``: ``load_images`` (the preprocessed-image cache) →
+``ChexpertImages`` → ``make_loader`` with the run's batch size, seed and workers.
+
+(a) "real": ``chexflow.train.train_epoch`` (the inner loop of ``fit``) over that loader
+for ``--steps`` batches: gather + normalise a batch, masked loss, clipping, AdamW, the
+scheduler. (b) "compute-only": the same ``TrainStep`` on fixed random tensors already on the
+device. Warm-up steps of both are excluded. The two loops run in adjacent pairs in
+alternating order, ``--repeats`` times; throughputs are medians and the ratio is the
+median of the pairs' ratios. On CPU the ratio is also given in this process's CPU time,
+which other processes on shared cores do not stretch. Also measured: the image cache
+(``load_images`` decoding cold vs reading warm packs) and ``extract_embeddings``
+throughput. On CUDA: bf16 autocast and channels-last as ``TrainConfig`` sets them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import os
-import platform
 import statistics
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import timm
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from chexflow.config import ModelConfig, TrainConfig
-from chexflow.data.labels import PATHOLOGIES
+from bench.common import (
+    figure,
+    finish_document,
+    paired_ratio,
+    print_figures,
+    start_document,
+    stats,
+)
+from chexflow import pipeline
+from chexflow.config import DataConfig, ModelConfig, TrainConfig
+from chexflow.data.dataset import ChexpertImages, make_loader
+from chexflow.data.synthetic import write_synthetic
 from chexflow.embed import extract_embeddings
-from chexflow.models import create_model
+from chexflow.models import create_model, head_classes
 from chexflow.train import TrainStep, prepare_model, select_device, train_epoch
 
-# Normalisation of chexflow.data.dataset: (pixel / 255 - MEAN) / STD.
-MEAN, STD = 0.5, 0.25
-
-
-class InMemoryImages(Dataset):
-    """Mirrors `chexflow.data.dataset.ChexpertImages` without augmentation: uint8
-    `[n, S, S]` images kept in memory, each item `(image float32 [1, S, S], target
-    float32 [c], mask float32 [c])` with the same normalisation."""
-
-    def __init__(self, images: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> None:
-        self.images = images
-        self.targets = torch.from_numpy(targets.astype(np.float32))
-        self.mask = torch.from_numpy(mask.astype(np.float32))
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pixels = torch.from_numpy(self.images[index]).unsqueeze(0)
-        image = pixels.float().div_(255.0).sub_(MEAN).div_(STD)
-        return image, self.targets[index], self.mask[index]
-
-
-def synthetic_dataset(n: int, size: int, classes: int, seed: int = 0) -> InMemoryImages:
-    """Random uint8 images with ~30% positive and ~10% masked labels."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
-    targets = (rng.random((n, classes)) < 0.3).astype(np.float32)
-    mask = (rng.random((n, classes)) > 0.1).astype(np.float32)
-    return InMemoryImages(images, targets, mask)
-
-
-def make_loader(
-    dataset: Dataset, batch_size: int, device: torch.device, workers: int
-) -> DataLoader:
-    """Shuffled, full batches; pinned memory and persistent workers on CUDA."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(0),
-    )
+MODULE = "bench.bench_training"
+CPU_TARGET = 0.95
+GPU_TARGET = 0.90
 
 
 def sync(device: torch.device) -> None:
@@ -117,18 +89,44 @@ def timed(run_images: Callable[[], int], device: torch.device) -> Timed:
     return Timed(images, time.perf_counter() - wall, time.process_time() - cpu)
 
 
-def real_loop(step: TrainStep, loader: DataLoader) -> Timed:
-    """One epoch of `train_epoch`, the inner loop of `fit`, over the loader."""
-    return timed(lambda: train_epoch(step, loader).images, step.device)
+@dataclass
+class RealData:
+    """The training set as a fine-tune builds it, and what building it cost."""
+
+    dataset: ChexpertImages
+    n_images: int
+    decode_s: float
+    cached_s: float
+
+
+def prepare_real_data(workdir: Path, patients: int, image_size: int, seed: int = 0) -> RealData:
+    """Synthetic CheXpert → ``prepare_data`` (all pool patients) → ``build_dataset`` twice
+    (the first decodes and fills the image cache, the second reads it)."""
+    root = write_synthetic(workdir / "data", patients, image_size, seed, progress=False)
+    data_cfg = DataConfig(image_size=image_size)
+    prepared = pipeline.prepare_data(root, data_cfg, 1.0, seed, workdir)
+    classes = head_classes(ModelConfig())
+    start = time.perf_counter()
+    pipeline.build_dataset(prepared, "train", classes, data_cfg, workdir)
+    decode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    dataset, _ = pipeline.build_dataset(prepared, "train", classes, data_cfg, workdir)
+    cached_s = time.perf_counter() - start
+    return RealData(dataset, len(dataset), decode_s, cached_s)
+
+
+def real_loop(step: TrainStep, loader: Iterable[Any], steps: int) -> Timed:
+    """``steps`` batches of ``train_epoch`` (the inner loop of ``fit``) over the loader."""
+    return timed(lambda: train_epoch(step, itertools.islice(loader, steps)).images, step.device)
 
 
 def compute_only_loop(
     step: TrainStep, batch_size: int, size: int, classes: int, steps: int
 ) -> Timed:
-    """`steps` training steps on fixed random tensors that already live on the device."""
+    """``steps`` training steps on fixed random tensors that already live on the device."""
     device = step.device
     images = torch.randn(batch_size, 1, size, size, device=device)
-    if device.type == "cuda":
+    if device.type == "cuda" and step.cfg.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     target = (torch.rand(batch_size, classes, device=device) < 0.3).float()
     mask = torch.ones(batch_size, classes, device=device)
@@ -141,167 +139,190 @@ def compute_only_loop(
     return timed(run_steps, device)
 
 
-def embedding_loop(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> Timed:
-    """`extract_embeddings` over a non-shuffled pass of the loader."""
-    return timed(lambda: len(extract_embeddings(model, loader, device, progress=False)), device)
-
-
-def warm_up(step: TrainStep, loader: DataLoader, steps: int) -> None:
-    """Untimed steps: allocator, kernels selection, worker start-up."""
-    for i, (images, target, mask) in enumerate(loader):
-        if i >= steps:
-            break
-        step(images, target, mask)
-    sync(step.device)
-
-
-def cpu_model() -> str:
-    """`model name` from /proc/cpuinfo, else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """What the numbers were measured on."""
+def thread_check(step: TrainStep, args: argparse.Namespace, classes: int) -> dict[str, Any]:
+    """Compute-only throughput with torch's default thread count vs one thread, paired."""
+    chosen, default = torch.get_num_threads(), os.cpu_count() or 1
+    by_threads: dict[int, list[float]] = {default: [], 1: []}
+    steps = max(2, args.steps // 4)  # many threads on busy cores can be several times slower
+    for repeat in range(args.repeats):
+        order = [default, 1] if repeat % 2 == 0 else [1, default]
+        for threads in order:
+            torch.set_num_threads(threads)
+            timed_loop = compute_only_loop(step, args.batch_size, args.image_size, classes, steps)
+            by_threads[threads].append(timed_loop.per_s)
+    torch.set_num_threads(chosen)
     return {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        f"{n}_threads_images_per_s": {
+            **stats(v, 2),
+            "max_over_min": round(max(v) / min(v), 2),
+        }
+        for n, v in by_threads.items()
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure and return the result document."""
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Measure; returns the ``results``, ``settings`` and ``figures`` parts of the document."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_start = list(os.getloadavg())
     device = select_device(args.device)
-    classes = len(PATHOLOGIES)
-    workers = args.workers
-    if workers is None:
-        workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
     cfg = TrainConfig(
-        batch_size=args.batch_size, device=args.device, num_workers=workers, warmup_fraction=0.0
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.workers,
+        warmup_fraction=0.0,
     )
+    data = prepare_real_data(workdir, args.patients, args.image_size)
+    need = (args.steps + args.warmup) * args.batch_size
+    if data.n_images < need:
+        raise SystemExit(
+            f"{data.n_images} training images < {need} needed; raise --patients or lower --steps"
+        )
+    classes = len(head_classes(ModelConfig()))
     torch.manual_seed(0)
     model = prepare_model(create_model(ModelConfig(name=args.model), classes), cfg, device)
     step = TrainStep(model, cfg, total_steps=10**9, device=device)
-    dataset = synthetic_dataset(args.steps * args.batch_size, args.image_size, classes)
-    loader = make_loader(dataset, args.batch_size, device, workers)
+    # The loader as pipeline.train_model builds it.
+    loader = make_loader(
+        data.dataset, cfg.batch_size, shuffle=True, seed=0, num_workers=cfg.num_workers
+    )
 
-    warm_up(step, loader, args.warmup)
+    real_loop(step, loader, args.warmup)  # warm-up: allocator, kernels, worker start-up
     compute_only_loop(step, args.batch_size, args.image_size, classes, args.warmup)
     real: list[Timed] = []
     compute: list[Timed] = []
     for repeat in range(args.repeats):
-        # Adjacent pairs in alternating order: load from other processes hits both alike.
         measures = [
-            lambda: real.append(real_loop(step, loader)),
+            lambda: real.append(real_loop(step, loader, args.steps)),
             lambda: compute.append(
                 compute_only_loop(step, args.batch_size, args.image_size, classes, args.steps)
             ),
         ]
         for measure in measures if repeat % 2 == 0 else measures[::-1]:
             measure()
-    eval_loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size * 2,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-    )
-    embedding_loop(model, eval_loader, device)  # warm-up
-    embed = [embedding_loop(model, eval_loader, device) for _ in range(args.repeats)]
-    return {
-        "benchmark": "training",
-        "config": {
-            "model": args.model,
-            "image_size": args.image_size,
-            "batch_size": args.batch_size,
-            "steps": args.steps,
-            "warmup_steps": args.warmup,
-            "repeats": args.repeats,
-            "loader_workers": workers,
-            "amp_bf16": device.type == "cuda" and cfg.amp,
-            "channels_last": device.type == "cuda" and cfg.channels_last,
+
+    eval_loader = make_loader(data.dataset, cfg.batch_size * 2, shuffle=False, seed=0)
+    embed_run = lambda: len(extract_embeddings(model, eval_loader, device, progress=False))  # noqa: E731
+    timed(embed_run, device)  # warm-up
+    embed = [timed(embed_run, device) for _ in range(args.repeats)]
+
+    ratio = paired_ratio([r.per_s for r in real], [c.per_s for c in compute])
+    results: dict[str, Any] = {
+        "real_images_per_s": stats([t.per_s for t in real], 2),
+        "compute_only_images_per_s": stats([t.per_s for t in compute], 2),
+        "ratio_real_to_compute": ratio,
+        "step_ms": {
+            "real": round(1000 * statistics.median(t.wall_s for t in real) / args.steps, 2),
+            "compute_only": round(
+                1000 * statistics.median(t.wall_s for t in compute) / args.steps, 2
+            ),
         },
-        "machine": machine_info(device),
-        **summarise(real, compute, embed, device),
-        "load_average": {"start": load_start, "end": list(os.getloadavg())},
+        "embedding_images_per_s": stats([t.per_s for t in embed], 2),
+        "image_cache": {
+            "images": data.n_images,
+            "decode_images_per_s": round(data.n_images / data.decode_s, 1),
+            "cached_images_per_s": round(data.n_images / data.cached_s, 1),
+        },
     }
-
-
-def summarise(
-    real: list[Timed], compute: list[Timed], embed: list[Timed], device: torch.device
-) -> dict[str, Any]:
-    """Medians, the median paired ratio, and every run.
-
-    On CPU the ratio is also given in CPU time (this process, all threads): it stays
-    meaningful when other processes share the cores and stretch the wall clock.
-    """
-    ratios = [r.per_s / c.per_s for r, c in zip(real, compute, strict=True)]
-    out: dict[str, Any] = {
-        "real_images_per_s": statistics.median(t.per_s for t in real),
-        "compute_only_images_per_s": statistics.median(t.per_s for t in compute),
-        "ratio_real_to_compute": statistics.median(ratios),
-        "embedding_images_per_s": statistics.median(t.per_s for t in embed),
-    }
-    runs: dict[str, Any] = {
-        "real_images_per_s": [t.per_s for t in real],
-        "compute_only_images_per_s": [t.per_s for t in compute],
-        "ratio": ratios,
-        "embedding_images_per_s": [t.per_s for t in embed],
-    }
+    if args.thread_check and device.type == "cpu":
+        results["threads"] = thread_check(step, args, classes)
+    target = GPU_TARGET if device.type == "cuda" else CPU_TARGET
+    figures = [
+        figure(
+            f"training throughput, real pipeline / compute-only ({device.type}, wall clock)",
+            ratio["median"],
+            "ratio",
+            f">= {target}",
+            ratio["median"] >= target,
+        ),
+        figure("real training throughput", results["real_images_per_s"]["median"], "img/s"),
+    ]
     if device.type == "cpu":
-        cpu_ratios = [r.per_cpu_s / c.per_cpu_s for r, c in zip(real, compute, strict=True)]
-        out["ratio_real_to_compute_cpu_time"] = statistics.median(cpu_ratios)
-        out["real_images_per_cpu_s"] = statistics.median(t.per_cpu_s for t in real)
-        out["compute_only_images_per_cpu_s"] = statistics.median(t.per_cpu_s for t in compute)
-        runs["ratio_cpu_time"] = cpu_ratios
-    return {**out, "runs": runs}
+        cpu_ratio = paired_ratio([r.per_cpu_s for r in real], [c.per_cpu_s for c in compute])
+        results["ratio_real_to_compute_cpu_time"] = cpu_ratio
+        figures.append(
+            figure(
+                "training throughput ratio in process CPU time (immune to other load)",
+                cpu_ratio["median"],
+                "ratio",
+                f">= {target}",
+                cpu_ratio["median"] >= target,
+            )
+        )
+    if "threads" in results:
+        default = f"{os.cpu_count() or 1}_threads_images_per_s"
+        many, one = results["threads"][default], results["threads"]["1_threads_images_per_s"]
+        figures.append(
+            figure(
+                f"compute-only, {os.cpu_count()} threads / 1 thread (spread max/min: "
+                f"{many['max_over_min']} vs {one['max_over_min']})",
+                round(many["median"] / one["median"], 3),
+                "ratio",
+            )
+        )
+    figures.append(
+        figure(
+            "image cache: cached / decoded load speed",
+            round(data.decode_s / data.cached_s, 1),
+            "x",
+        )
+    )
+    settings = {
+        "model": args.model,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup_steps_excluded": args.warmup,
+        "repeats": args.repeats,
+        "patients": args.patients,
+        "training_images": data.n_images,
+        "loader_workers": cfg.num_workers,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "amp_bf16": device.type == "cuda" and cfg.amp,
+        "channels_last": device.type == "cuda" and cfg.channels_last,
+        "pairing": "real and compute-only loops in adjacent pairs, alternating order",
+    }
+    return {"settings": settings, "results": results, "figures": figures}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--model", default="resnet10t")
+    parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--patients", type=int, default=600, help="synthetic dataset size")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=5, help="paired real/compute runs")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
-    parser.add_argument("--workers", type=int, default=None, help="default: 0 on CPU, ≤8 on CUDA")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (0: torch's default); 1 keeps timings stable on shared cores",
+    )
+    parser.add_argument("--workers", type=int, default=0, help="loader workers (config: 0)")
+    parser.add_argument(
+        "--thread-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time compute-only steps with torch's default threads vs one (CPU)",
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", type=Path, default=Path("bench/results/training.json"))
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark, write the JSON and print a summary line."""
+    """Run the benchmark, write the JSON and print the headline figures."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    where = result["machine"]["device_name"]
-    print(
-        f"{args.model} {args.image_size}px b{args.batch_size} on {where}: "
-        f"real {result['real_images_per_s']:.1f} img/s, "
-        f"compute-only {result['compute_only_images_per_s']:.1f} img/s, "
-        f"ratio {result['ratio_real_to_compute']:.3f} "
-        f"(CPU time: {result.get('ratio_real_to_compute_cpu_time', float('nan')):.3f}); "
-        f"embedding {result['embedding_images_per_s']:.1f} img/s"
-    )
-    return result
+    doc = start_document("training", MODULE, argv)
+    with tempfile.TemporaryDirectory(prefix="chexflow-bench-training-") as tmp:
+        doc.update(run(args, Path(tmp)))
+    finish_document(doc, args.out)
+    print_figures(doc)
+    return doc
 
 
 if __name__ == "__main__":

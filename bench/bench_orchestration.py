@@ -1,0 +1,436 @@
+"""Orchestration + tracking overhead: the Prefect + MLflow sweep against the plain pipeline.
+
+    python -m bench.bench_orchestration                 # in-process pairs + start-up costs + CLI
+    python -m bench.bench_orchestration --no-cli --repeats 2
+
+Workload: a synthetic CheXpert-format dataset (``write_synthetic``, ``--patients``) and a
+small configuration (``--model``, ``--image-size``, ``--epochs``; analysis and bootstrap as
+configured by ``--set``), swept over ``--fractions`` with one seed.
+
+1. Steady state, in one process (one-time costs excluded): ``flows.sweep.sweep`` — Prefect
+   flows and tasks against the temporary local API, MLflow on SQLite, what ``chexflow
+   sweep`` runs — against ``bench.plain_sweep.run_plain_sweep`` (the same
+   ``chexflow.pipeline`` steps and report, no Prefect, no MLflow). Every run gets a fresh
+   workdir (no image cache, checkpoint or Prefect result crosses runs); the sweeps share
+   one MLflow SQLite database created before timing, as they would in a kept workdir. The
+   Prefect API is started (and timed) before the first pair, and one untimed sweep and
+   plain run warm the process up. The sweep runs with the CLI's embedded-mode settings
+   (``flows._common.embedded_run_settings``); ``--before-repeats`` sweeps run without them
+   (Prefect's default flow heartbeats), as the CLI did before, for the before/after.
+2. One-time costs, each in fresh subprocesses: ``import prefect``; the temporary API's
+   start on a new ``PREFECT_HOME`` (database migrations: cold) and on a used one (warm);
+   the cost of one flow run with and without heartbeats; a new MLflow SQLite database.
+3. The command line end to end (``--cli``): ``chexflow sweep`` in a fresh workdir with a
+   cold and with a warm ``PREFECT_HOME``, against ``python -m bench.plain_sweep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    figure,
+    finish_document,
+    paired_ratio,
+    print_figures,
+    start_document,
+    stats,
+)
+
+MODULE = "bench.bench_orchestration"
+TARGET = 1.10
+OFFLINE_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+_IMPORT_PREFECT = """
+import json, time
+start = time.perf_counter()
+import prefect
+print(json.dumps({"import_prefect_s": time.perf_counter() - start}))
+"""
+
+_SERVER_START = """
+import json, time
+start = time.perf_counter()
+from prefect.server.api.server import SubprocessASGIServer
+imported = time.perf_counter()
+server = SubprocessASGIServer()
+server.start()
+healthy = time.perf_counter()
+server.stop()
+print(json.dumps({"import_s": imported - start, "start_s": healthy - imported}))
+"""
+
+_FLOW_RUN = """
+import json, time
+from prefect import flow, task
+from flows._common import embedded_run_settings
+
+@task
+def add_one(x):
+    return x + 1
+
+@flow
+def one_task_flow():
+    return add_one(1)
+
+start = time.perf_counter()
+one_task_flow()
+first = time.perf_counter() - start
+default, embedded = [], []
+for _ in range({repeats}):
+    start = time.perf_counter()
+    one_task_flow()
+    default.append(time.perf_counter() - start)
+    with embedded_run_settings():
+        start = time.perf_counter()
+        one_task_flow()
+        embedded.append(time.perf_counter() - start)
+print(json.dumps({{"first_flow_s": first, "default_s": default, "embedded_s": embedded}}))
+"""
+
+
+def run_json(code: str, env: dict[str, str], timeout: float = 600) -> dict[str, Any]:
+    """Run Python ``code`` in a fresh interpreter; its last stdout line is JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path.cwd(),
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"subprocess failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The environment of a measured subprocess: offline, this repo importable, and the
+    torch thread count of the in-process runs (``CHEXFLOW_BENCH_THREADS``)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL",)}
+    threads = os.environ.get("CHEXFLOW_BENCH_THREADS")
+    if threads:
+        env["OMP_NUM_THREADS"] = threads
+    env.update(OFFLINE_ENV)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path.cwd()), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def one_time_costs(tmp: Path, repeats: int) -> dict[str, Any]:
+    """Prefect import, API start cold/warm, one flow run with/without heartbeats, MLflow DB."""
+    out: dict[str, Any] = {}
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = base_env(PREFECT_HOME=str(tmp / "import-home"))
+    out["import_prefect_s"] = stats(
+        [run_json(_IMPORT_PREFECT, env)["import_prefect_s"] for _ in range(repeats)], 3
+    )
+    cold = [
+        run_json(_SERVER_START, base_env(PREFECT_HOME=str(tmp / f"cold-home-{i}")))
+        for i in range(max(1, repeats - 1))
+    ]
+    warm_home = base_env(PREFECT_HOME=str(tmp / "warm-home"))
+    run_json(_SERVER_START, warm_home)  # migrates the warm home
+    warm = [run_json(_SERVER_START, warm_home) for _ in range(repeats)]
+    out["api_start_cold_s"] = stats([r["start_s"] for r in cold], 3)
+    out["api_start_warm_s"] = stats([r["start_s"] for r in warm], 3)
+    out["server_module_import_s"] = stats([r["import_s"] for r in warm], 3)
+    flows = run_json(_FLOW_RUN.format(repeats=repeats), warm_home)
+    out["first_flow_call_s"] = round(flows["first_flow_s"], 3)
+    out["flow_run_default_s"] = stats(flows["default_s"], 3)
+    out["flow_run_embedded_s"] = stats(flows["embedded_s"], 3)
+    out["mlflow_new_sqlite_db_s"] = stats([new_mlflow_db(tmp / f"mlflow-{i}") for i in range(2)], 3)
+    return out
+
+
+def new_mlflow_db(directory: Path) -> float:
+    """Seconds to create an MLflow SQLite store and its experiment (first use of a workdir)."""
+    from chexflow.tracking import Tracker
+
+    directory.mkdir(parents=True)
+    start = time.perf_counter()
+    Tracker(f"sqlite:///{directory / 'mlflow.db'}", "bench", directory.as_uri()).experiment_id()
+    return time.perf_counter() - start
+
+
+def steady_state(
+    args: argparse.Namespace, data: Path, tmp: Path, overrides: list[str]
+) -> dict[str, Any]:
+    """Paired in-process sweeps and plain runs (module docstring, part 1)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(tmp / "prefect-home")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ.pop("PREFECT_API_URL", None)
+    import torch
+    from prefect import flow
+
+    from bench.plain_sweep import run_plain_sweep
+    from chexflow.config import load_config
+    from chexflow.tracking import Tracker
+    from flows._common import embedded_run_settings
+    from flows.sweep import sweep
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = load_config(None, overrides)
+
+    @flow
+    def start_api() -> None:
+        return None
+
+    start = time.perf_counter()
+    with embedded_run_settings():
+        start_api()
+    api_start_s = time.perf_counter() - start
+    start = time.perf_counter()
+    Tracker(
+        os.environ["MLFLOW_TRACKING_URI"], config.tracking.experiment, (tmp / "art").as_uri()
+    ).experiment_id()
+    mlflow_db_s = time.perf_counter() - start
+
+    runs = iter(range(10**6))
+
+    def workdir() -> Path:
+        return tmp / f"work-{next(runs)}"
+
+    def plain(cfg: Any = config) -> float:
+        start = time.perf_counter()
+        run_plain_sweep(data, args.fractions, [0], cfg, workdir())
+        return time.perf_counter() - start
+
+    def flow_sweep(embedded: bool = True, cfg: Any = config) -> float:
+        start = time.perf_counter()
+        if embedded:
+            with embedded_run_settings():
+                sweep(str(data), args.fractions, [0], cfg, str(workdir()))
+        else:
+            sweep(str(data), args.fractions, [0], cfg, str(workdir()))
+        return time.perf_counter() - start
+
+    # Warm-up (imports, first calls, the MLflow experiment): the same runs with 1 epoch.
+    short = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 1})})
+    warm = {"plain_s": round(plain(short), 3), "sweep_s": round(flow_sweep(cfg=short), 3)}
+    samples: dict[str, list[float]] = {"plain": [], "sweep": [], "sweep_before": []}
+    before_pairs: list[tuple[float, float]] = []
+    for i in range(args.repeats):
+        measures: list[tuple[str, Callable[[], float]]] = [
+            ("plain", plain),
+            ("sweep", flow_sweep),
+        ]
+        if i < args.before_repeats:
+            measures.append(("sweep_before", lambda: flow_sweep(embedded=False)))
+        shift = i % len(measures)
+        this: dict[str, float] = {}
+        for name, measure in measures[shift:] + measures[:shift]:
+            this[name] = measure()
+            samples[name].append(this[name])
+        if "sweep_before" in this:
+            before_pairs.append((this["sweep_before"], this["plain"]))
+        print(f"[orchestration] repeat {i + 1}: {this}", flush=True)
+    overheads = [s - p for s, p in zip(samples["sweep"], samples["plain"], strict=True)]
+    results: dict[str, Any] = {
+        "plain_s": stats(samples["plain"], 3),
+        "sweep_s": stats(samples["sweep"], 3),
+        "ratio_sweep_to_plain": paired_ratio(samples["sweep"], samples["plain"]),
+        "overhead_s": round(statistics.median(overheads), 3),
+        "api_start_in_process_s": round(api_start_s, 3),
+        "mlflow_db_and_experiment_s": round(mlflow_db_s, 3),
+        "warmup_excluded": warm,
+    }
+    if before_pairs:
+        results["sweep_before_s"] = stats([b for b, _ in before_pairs], 3)
+        results["ratio_before_to_plain"] = paired_ratio(
+            [b for b, _ in before_pairs], [p for _, p in before_pairs]
+        )
+    return results
+
+
+def cli_runs(args: argparse.Namespace, data: Path, tmp: Path, overrides: list[str]) -> dict:
+    """``chexflow sweep`` end to end (cold and warm Prefect home) vs the plain script."""
+    chexflow = Path(sys.executable).parent / "chexflow"
+    settings = [x for item in overrides for x in ("--set", item)]
+    fractions = ",".join(f"{f:g}" for f in args.fractions)
+    tmp.mkdir(parents=True, exist_ok=True)
+    warm_home = tmp / "cli-warm-home"
+    run_json(_SERVER_START, base_env(PREFECT_HOME=str(warm_home)))  # migrate it once
+
+    def timed_command(command: list[str], env: dict[str, str], log: Path) -> float:
+        start = time.perf_counter()
+        with open(log, "w") as out:
+            done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[:3])} failed; see {log}")
+        return time.perf_counter() - start
+
+    def cli(home: Path, n: int) -> float:
+        work = tmp / f"cli-work-{n}"
+        command = [str(chexflow), "sweep", "--data", str(data), "--fractions", fractions]
+        command += ["--workdir", str(work), *settings]
+        env = base_env(PREFECT_HOME=str(home))
+        env.pop("MLFLOW_TRACKING_URI", None)
+        return timed_command(command, env, tmp / f"cli-{n}.log")
+
+    def plain(n: int) -> float:
+        command = [sys.executable, "-m", "bench.plain_sweep", "--data", str(data)]
+        command += ["--fractions", fractions, "--workdir", str(tmp / f"plain-work-{n}")]
+        command += [x for item in overrides for x in ("--set", item)]
+        return timed_command(command, base_env(), tmp / f"plain-{n}.log")
+
+    cold = cli(tmp / "cli-cold-home", 0)
+    warm, plains = [], []
+    for i in range(args.cli_repeats):
+        if i % 2 == 0:
+            plains.append(plain(i))
+            warm.append(cli(warm_home, i + 1))
+        else:
+            warm.append(cli(warm_home, i + 1))
+            plains.append(plain(i))
+    return {
+        "cli_cold_home_s": round(cold, 3),
+        "cli_warm_home_s": stats(warm, 3),
+        "plain_script_s": stats(plains, 3),
+        "ratio_cli_warm_to_plain": paired_ratio(warm, plains),
+        "ratio_cli_cold_to_plain": round(cold / statistics.median(plains), 4),
+        "note": "whole processes: imports, Prefect API start, a new MLflow SQLite database",
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=800)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--model", default="resnet10t")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--fractions", default="0.1,0.5")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--demo", action="store_true", help="the `chexflow demo` workload")
+    parser.add_argument("--repeats", type=int, default=3, help="paired sweep/plain runs")
+    parser.add_argument("--before-repeats", type=int, default=1, help="sweeps with heartbeats")
+    parser.add_argument("--start-repeats", type=int, default=3, help="one-time cost samples")
+    parser.add_argument("--cli", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--cli-repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/orchestration.json"))
+    args = parser.parse_args(argv)
+    args.fractions = [float(f) for f in args.fractions.split(",")]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    if args.threads:
+        os.environ["CHEXFLOW_BENCH_THREADS"] = str(args.threads)
+    doc = start_document("orchestration", MODULE, argv)
+    if args.demo:
+        from chexflow.demo import FULL
+
+        args.patients, args.fractions = int(FULL["patients"]), list(FULL["fractions"])
+        args.image_size = 64
+        overrides = [*FULL["overrides"], *args.overrides]
+    else:
+        overrides = [
+            f"data.image_size={args.image_size}",
+            f"model.name={args.model}",
+            f"train.epochs={args.epochs}",
+            "train.batch_size=32",
+            "train.bootstrap=100",
+            "analysis.bootstrap=100",
+            "analysis.kmeans_seeds=2",
+            *args.overrides,
+        ]
+    with tempfile.TemporaryDirectory(prefix="chexflow-bench-orchestration-") as name:
+        tmp = Path(name)
+        from chexflow.data.synthetic import write_synthetic
+
+        data = write_synthetic(tmp / "data", args.patients, args.image_size, 0, progress=False)
+        results: dict[str, Any] = {"one_time": one_time_costs(tmp / "one-time", args.start_repeats)}
+        results["steady_state"] = steady_state(args, data, tmp / "steady", overrides)
+        if args.cli:
+            results["cli"] = cli_runs(args, data, tmp / "cli", overrides)
+    doc["settings"] = {
+        "patients": args.patients,
+        "fractions": args.fractions,
+        "seeds": [0],
+        "config_overrides": overrides,
+        "repeats": args.repeats,
+        "before_repeats": args.before_repeats,
+        "torch_threads": args.threads,
+        "demo_workload": args.demo,
+        "warmup": "one untimed sweep and plain run (1 epoch); the Prefect API started first",
+    }
+    doc["results"] = results
+    doc["figures"] = orchestration_figures(results)
+    finish_document(doc, args.out)
+    print_figures(doc)
+    return doc
+
+
+def orchestration_figures(results: dict[str, Any]) -> list[dict[str, Any]]:
+    steady, one = results["steady_state"], results["one_time"]
+    ratio = steady["ratio_sweep_to_plain"]["median"]
+    figures = [
+        figure(
+            "sweep (Prefect + MLflow) / plain pipeline, API start excluded",
+            ratio,
+            "ratio",
+            f"<= {TARGET}",
+            ratio <= TARGET,
+        ),
+        figure("sweep overhead over plain pipeline", steady["overhead_s"], "s"),
+        figure(
+            f"plain runtime from which the overhead is <= {TARGET - 1:.0%}",
+            round(steady["overhead_s"] / (TARGET - 1), 1),
+            "s",
+        ),
+    ]
+    if "ratio_before_to_plain" in steady:
+        figures.append(
+            figure(
+                "same, before (flow heartbeats on)",
+                steady["ratio_before_to_plain"]["median"],
+                "ratio",
+            )
+        )
+    figures += [
+        figure("Prefect API start, new PREFECT_HOME", one["api_start_cold_s"]["median"], "s"),
+        figure("Prefect API start, used PREFECT_HOME", one["api_start_warm_s"]["median"], "s"),
+        figure("import prefect", one["import_prefect_s"]["median"], "s"),
+        figure(
+            "one flow run with 1 task: default / embedded settings",
+            f"{one['flow_run_default_s']['median']:.3f} / "
+            f"{one['flow_run_embedded_s']['median']:.3f}",
+            "s",
+        ),
+    ]
+    if "cli" in results:
+        cli = results["cli"]
+        figures.append(
+            figure(
+                "`chexflow sweep` process / plain script process (warm PREFECT_HOME)",
+                cli["ratio_cli_warm_to_plain"]["median"],
+                "ratio",
+            )
+        )
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The work of ``chexflow sweep`` as a plain script: chexflow.pipeline, no Prefect, no MLflow.
+
+    python -m bench.plain_sweep --data DIR --fractions 0.05,0.25 --workdir W [--set k=v ...]
+
+For each fraction × seed: prepare the split, train, evaluate + embed, analyse; the initial
+backbone's "0%" reference (evaluate + embed + analyse, no training); then the comparison
+report over the runs' local outputs — the steps of ``flows.sweep`` in the same order. It is
+the baseline the orchestration benchmark holds the Prefect + MLflow sweep against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from chexflow import pipeline
+from chexflow.config import ChexflowConfig, load_config
+from chexflow.tracking import fraction_label
+
+
+def _as_run_directory(
+    evaluated: pipeline.Evaluated, analysed: pipeline.Analysed, dst: Path
+) -> Path:
+    """Lay a run's outputs out the way ``compare`` downloads them from MLflow."""
+    analysis = Path(analysed.output_dir)
+    shutil.copytree(evaluated.embeddings_dir, dst / "embeddings")
+    shutil.copytree(analysis / "metrics", dst / "metrics")
+    shutil.copytree(analysis / "maps", dst / "maps")
+    shutil.copy2(Path(evaluated.output_dir) / "evaluation.json", dst / "metrics")
+    return dst
+
+
+def run_plain_sweep(
+    data_dir: Path,
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    config: ChexflowConfig,
+    workdir: Path,
+    compare: bool = True,
+    include_reference: bool = True,
+) -> dict[str, str]:
+    """Fine-tune, embed and analyse every fraction × seed (and the 0% reference), then
+    write the comparison report."""
+    from chexflow.comparison import load_run_record
+    from chexflow.report import write_report
+
+    workdir = Path(workdir).resolve()
+    runs: list[tuple[str, float, int, Path]] = []
+    for fraction in fractions:
+        for seed in seeds:
+            name = f"finetune-{fraction_label(fraction)}-seed{seed}"
+            prepared = pipeline.prepare_data(data_dir, config.data, fraction, seed, workdir)
+            trained = pipeline.train_model(
+                prepared, config.data, config.model, config.train, workdir, progress=False
+            )
+            evaluated = pipeline.evaluate_and_embed(
+                prepared,
+                trained,
+                config.data,
+                config.model,
+                config.train,
+                workdir,
+                progress=False,
+            )
+            analysed = pipeline.analyse_run(
+                Path(evaluated.embeddings_dir),
+                config.analysis,
+                Path(evaluated.output_dir) / "analysis",
+                name,
+                seed,
+            )
+            directory = _as_run_directory(evaluated, analysed, workdir / "runs" / name)
+            runs.append((name, fraction, seed, directory))
+    if include_reference:
+        prepared = pipeline.prepare_data(data_dir, config.data, 0.0, 0, workdir)
+        evaluated = pipeline.evaluate_and_embed(
+            prepared, None, config.data, config.model, config.train, workdir, progress=False
+        )
+        analysed = pipeline.analyse_run(
+            Path(evaluated.embeddings_dir),
+            config.analysis,
+            Path(evaluated.output_dir) / "analysis",
+            "initial backbone (0%)",
+            0,
+        )
+        directory = _as_run_directory(evaluated, analysed, workdir / "runs" / "reference")
+        runs.append(("reference", 0.0, 0, directory))
+    if not compare:
+        return {}
+    tags = {"chexflow.model": config.model.name}
+    records = [
+        load_run_record(
+            name, {**tags, "chexflow.fraction": str(f), "chexflow.seed": str(s)}, directory
+        )
+        for name, f, s, directory in runs
+    ]
+    return {k: str(v) for k, v in write_report(records, workdir / "report").items()}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--fractions", default="0.01,0.1")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--workdir", type=Path, default=Path(".chexflow-plain"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    config = load_config(None, args.overrides)
+    fractions = [float(f) for f in args.fractions.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    paths = run_plain_sweep(args.data, fractions, seeds, config, args.workdir)
+    print(f"report: {paths.get('html')}")
+
+
+if __name__ == "__main__":
+    main()

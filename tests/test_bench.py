@@ -1,0 +1,155 @@
+"""Each benchmark runs on a tiny size and writes a valid result document (no timed asserts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = ["--model", "test_resnet", "--image-size", "32"]
+
+
+def run_bench(module: str, out: Path, *args: str, timeout: float = 600) -> dict:
+    """``python -m bench.<module> ... --out out`` in a fresh process; the JSON it wrote."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *args, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def check_document(doc: dict, benchmark: str) -> None:
+    assert doc["benchmark"] == benchmark
+    assert doc["command"].startswith(f"python -m bench.bench_{benchmark}")
+    assert doc["date"]
+    machine = doc["machine"]
+    assert machine["cpu_model"] and machine["usable_cores"] >= 1
+    assert {"torch", "numpy"} <= set(machine["versions"])
+    assert len(doc["load_average"]["before"]) == 3
+    assert len(doc["load_average"]["after"]) == 3
+    if doc.get("skipped"):
+        return
+    assert doc["settings"] and doc["results"]
+    assert doc["figures"]
+    for fig in doc["figures"]:
+        assert {"name", "value", "unit"} <= set(fig)
+        if "target" in fig:
+            assert isinstance(fig["met"], bool)
+
+
+def test_training(tmp_path: Path) -> None:
+    args = [*TINY_MODEL, "--patients", "120", "--batch-size", "8", "--steps", "2"]
+    doc = run_bench("bench_training", tmp_path / "t.json", *args, "--warmup", "1", "--repeats", "2")
+    check_document(doc, "training")
+    ratio = doc["results"]["ratio_real_to_compute"]
+    assert len(ratio["pairs"]) == 2 and ratio["median"] > 0
+    assert len(doc["results"]["real_images_per_s"]["samples"]) == 2
+
+
+def test_tracking_sqlite(tmp_path: Path) -> None:
+    args = [*TINY_MODEL, "--patients", "120", "--batch-size", "8", "--steps", "3"]
+    args += ["--repeats", "1", "--request-repeats", "2", "--no-server"]
+    doc = run_bench("bench_tracking", tmp_path / "t.json", *args)
+    check_document(doc, "tracking")
+    share = doc["results"]["sqlite"]["direct_share_of_step_time"]["median"]
+    assert 0 <= share < 1
+
+
+def test_analysis(tmp_path: Path) -> None:
+    doc = run_bench("bench_analysis", tmp_path / "a.json", "--sizes", "300", "--repeats", "1")
+    check_document(doc, "analysis")
+    (row,) = doc["results"]["tsne"]
+    assert row["n"] == 300 and row["sklearn_over_opentsne"]["median"] > 0
+
+
+def test_scaling(tmp_path: Path) -> None:
+    args = ["--sizes", "300,600", "--model-sizes", "64,128", "--compare-n", "64"]
+    args += ["--fractions", "0.5,1.0", "--patients", "120", "--repeats", "1", *TINY_MODEL]
+    doc = run_bench("bench_scaling", tmp_path / "s.json", *args)
+    check_document(doc, "scaling")
+    assert set(doc["results"]) == {"evaluation", "analysis", "training_fraction"}
+    assert doc["results"]["analysis"]["loglog_slope"]["total"] is not None
+
+
+def test_gpu_without_cuda_is_skipped(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the skip path does not apply")
+    doc = run_bench("bench_gpu", tmp_path / "g.json", "--quick")
+    check_document(doc, "gpu")
+    assert doc["skipped"] is True and "CUDA" in doc["reason"]
+
+
+@pytest.mark.slow
+def test_gpu_script_on_cpu(tmp_path: Path) -> None:
+    args = [*TINY_MODEL, "--allow-cpu", "--batch-size", "8", "--patients", "120", "--epochs", "1"]
+    args += ["--steps", "2", "--repeats", "1", "--workers", "0", "--timm-warmup", "1"]
+    doc = run_bench("bench_gpu", tmp_path / "g.json", *args, "--timm-steps", "1")
+    check_document(doc, "gpu")
+    assert "ratio_real_loader" in doc["results"]["loops"]
+
+
+@pytest.mark.slow
+def test_orchestration(tmp_path: Path) -> None:
+    args = [*TINY_MODEL, "--patients", "240", "--epochs", "1", "--fractions", "0.25,0.5"]
+    args += ["--repeats", "1", "--before-repeats", "0", "--start-repeats", "1", "--no-cli"]
+    doc = run_bench("bench_orchestration", tmp_path / "o.json", *args)
+    check_document(doc, "orchestration")
+    steady = doc["results"]["steady_state"]
+    assert steady["ratio_sweep_to_plain"]["median"] > 0
+    assert doc["results"]["one_time"]["api_start_cold_s"]["median"] > 0
+
+
+def test_report_renders_every_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.report import write_report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    run_bench("bench_analysis", results / "analysis.json", "--sizes", "200", "--repeats", "1")
+    skipped = run_bench("bench_gpu", results / "gpu.json", "--quick")
+    doc = tmp_path / "BENCHMARKS.md"
+    write_report(results, doc, {"analysis": 1.0, "total": 2.0}, [])
+    text = doc.read_text()
+    assert "scikit-learn TSNE / openTSNE, n=200" in text
+    assert "python -m bench.bench_analysis --sizes 200" in text
+    assert "## What we optimised and why" in text
+    if skipped.get("skipped"):
+        assert "**Skipped:**" in text
+    assert json.loads((results / "suite.json").read_text())["runtimes_s"]["total"] == 2.0
+
+
+def test_one_pass_evaluation_equals_two_passes() -> None:
+    """The optimisation bench_scaling measures keeps every number identical."""
+    from chexflow.config import ModelConfig
+    from chexflow.data.dataset import ChexpertImages, make_loader
+    from chexflow.embed import extract_embeddings, predict_and_embed
+    from chexflow.evaluation import predict
+    from chexflow.models import create_model
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 32, 32), dtype=np.uint8)
+    targets = (rng.random((40, 5)) < 0.3).astype(np.float32)
+    loader = make_loader(ChexpertImages(images, targets, np.ones_like(targets)), 16, False, 0)
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(name="test_resnet"), 5)
+    device = torch.device("cpu")
+    probs, target, mask = predict(model, loader, device)
+    features = extract_embeddings(model, loader, device, progress=False)
+    one = predict_and_embed(model, loader, device, progress=False)
+    for a, b in zip((probs, target, mask, features), one, strict=True):
+        np.testing.assert_array_equal(a, b)
