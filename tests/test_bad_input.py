@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import TINY, set_args
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -25,20 +26,6 @@ from chexflow.tracking import default_tracking_uri, make_tracker
 
 runner = CliRunner()
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
-TINY = [
-    "data.image_size=32",
-    "model.name=test_resnet",
-    "train.epochs=1",
-    "train.batch_size=16",
-    "train.bootstrap=20",
-    "analysis.bootstrap=20",
-    "analysis.kmeans_seeds=2",
-    "analysis.max_faithfulness_points=300",
-]
-
-
-def _sets(*overrides: str) -> list[str]:
-    return [arg for item in [*TINY, *overrides] for arg in ("--set", item)]
 
 
 def _runs(workdir: Path) -> list:
@@ -81,7 +68,7 @@ def test_the_cli_refuses_bad_config_in_one_line_and_starts_nothing(
     workdir = tmp_path / "work"
     selector = ["--fraction", "0.5"] if command == "finetune" else ["--fractions", "0.5"]
     args = [command, "--data", str(tiny_dataset), *selector, "--config", str(config)]
-    result = runner.invoke(app, [*args, "--workdir", str(workdir), *_sets(*overrides)])
+    result = runner.invoke(app, [*args, "--workdir", str(workdir), *set_args(*overrides)])
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: ") and expected in line, line
@@ -174,7 +161,7 @@ def test_a_corrupt_jpeg_fails_the_run_with_its_name(
 
 
 @pytest.fixture(scope="module")
-def two_eval_sets(prefect_api, tiny_dataset: Path, tmp_path_factory) -> tuple[Path, list[str]]:
+def two_evalset_args(prefect_api, tiny_dataset: Path, tmp_path_factory) -> tuple[Path, list[str]]:
     """Two finished fine-tunes whose evaluation sets differ (another data.split_seed)."""
     from flows.finetune import finetune
 
@@ -190,7 +177,7 @@ def two_eval_sets(prefect_api, tiny_dataset: Path, tmp_path_factory) -> tuple[Pa
 
 
 @pytest.mark.slow
-def test_compare_refuses_runs_with_different_evaluation_sets(two_eval_sets) -> None:
+def test_compare_refuses_runs_with_different_evaluationset_args(two_eval_sets) -> None:
     from flows.compare import compare
 
     workdir, ids = two_eval_sets

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import TINY
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -30,15 +31,6 @@ from chexflow.cli import app
 from chexflow.config import load_config
 
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
-TINY = [
-    "data.image_size=32",
-    "model.name=test_resnet",
-    "train.batch_size=16",
-    "train.bootstrap=20",
-    "analysis.bootstrap=20",
-    "analysis.kmeans_seeds=2",
-    "analysis.max_faithfulness_points=300",
-]
 EPOCHS = 4
 CONTRACT_ARTIFACTS = (
     "embeddings/features.npy",

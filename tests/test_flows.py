@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import TINY
 from mlflow import MlflowClient
 
 from chexflow.config import ChexflowConfig, load_config
@@ -14,16 +15,6 @@ from chexflow.tracking import default_tracking_uri
 
 pytestmark = pytest.mark.slow
 
-TINY = [
-    "data.image_size=32",
-    "model.name=test_resnet",
-    "train.epochs=1",
-    "train.batch_size=16",
-    "train.bootstrap=20",
-    "analysis.bootstrap=20",
-    "analysis.kmeans_seeds=2",
-    "analysis.max_faithfulness_points=300",
-]
 FRACTIONS = [0.25, 0.5]
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import TINY
 
 from chexflow import checkpoints, stack
 from chexflow.config import load_config
@@ -33,16 +34,6 @@ from chexflow.errors import ChexflowError
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
-TINY = [
-    "data.image_size=32",
-    "model.name=test_resnet",
-    "train.epochs=1",
-    "train.batch_size=16",
-    "train.bootstrap=20",
-    "analysis.bootstrap=20",
-    "analysis.kmeans_seeds=2",
-    "analysis.max_faithfulness_points=300",
-]
 
 
 class _Payload:
