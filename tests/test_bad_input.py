@@ -161,7 +161,7 @@ def test_a_corrupt_jpeg_fails_the_run_with_its_name(
 
 
 @pytest.fixture(scope="module")
-def two_evalset_args(prefect_api, tiny_dataset: Path, tmp_path_factory) -> tuple[Path, list[str]]:
+def two_eval_sets(prefect_api, tiny_dataset: Path, tmp_path_factory) -> tuple[Path, list[str]]:
     """Two finished fine-tunes whose evaluation sets differ (another data.split_seed)."""
     from flows.finetune import finetune
 
@@ -177,7 +177,7 @@ def two_evalset_args(prefect_api, tiny_dataset: Path, tmp_path_factory) -> tuple
 
 
 @pytest.mark.slow
-def test_compare_refuses_runs_with_different_evaluationset_args(two_eval_sets) -> None:
+def test_compare_refuses_runs_with_different_evaluation_sets(two_eval_sets) -> None:
     from flows.compare import compare
 
     workdir, ids = two_eval_sets
