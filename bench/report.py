@@ -214,6 +214,14 @@ def findings_section(results: dict[str, dict[str, Any] | None]) -> list[str]:
     start = _get(orch, "results", "one_time") or {}
     steady = _get(orch, "results", "steady_state") or {}
     per_size = _get(scaling, "results", "analysis", "per_size") or {}
+    quiet = next(
+        (
+            f["value"]
+            for f in (results.get("training_resnet18") or {}).get("figures", [])
+            if f["name"].startswith("compute-only,")
+        ),
+        None,
+    )
 
     def tsne_at(n: str) -> str:
         return _fmt(_get(per_size, n, "stages_s", "tsne", "median"))
@@ -225,7 +233,13 @@ def findings_section(results: dict[str, dict[str, Any] | None]) -> list[str]:
         f"threads ran at {_fmt(many.get('median'))} img/s (max/min over repeats "
         f"{_fmt(many.get('max_over_min'))}) against {_fmt(one.get('median'))} img/s on one "
         f"thread (max/min {_fmt(one.get('max_over_min'))}): on cores shared with other work "
-        "OpenMP threads wait for each other. The CPU benchmarks therefore run with one torch "
+        "OpenMP threads wait for each other"
+        + (
+            f" (in the quieter resnet18 run two threads were {_fmt(quiet)}× as fast as one)"
+            if quiet
+            else ""
+        )
+        + ". The CPU benchmarks therefore run with one torch "
         "thread (`torch_threads` in each file) and every ratio compares loops with the same "
         "setting. On a dedicated machine torch's default is right, so the library does not "
         "pin threads for training.",

@@ -48,7 +48,7 @@ def suite(large: bool) -> list[Bench]:
     ]
     if large:
         resnet18 = ["--model", "resnet18", "--image-size", "128", "--patients", "800"]
-        demo = ["--demo", "--repeats", "1", "--before-repeats", "1", "--start-repeats", "1"]
+        demo = ["--demo", "--repeats", "2", "--before-repeats", "1", "--start-repeats", "1"]
         benches += [
             Bench(
                 "training_resnet18",
