@@ -25,6 +25,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Prefect task retries, which the UI shows; a hung server fails a call after 60 s.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+# One tqdm bar per artifact download/upload interleaves with Prefect's task log lines and
+# says nothing for the few small files a run moves.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow
 from mlflow import MlflowClient
@@ -209,9 +212,21 @@ class Tracker:
             order_by=["attributes.start_time ASC"],
         )
 
-    def download(self, run_id: str, path: str, dst: Path) -> Path:
+    def download(self, artifact_uri: str, paths: Iterable[str], dst: Path) -> Path:
+        """Copy ``paths`` under a run's ``artifact_uri`` into ``dst``.
+
+        Takes the artifact root the caller already has (``run.info.artifact_uri``) instead of
+        a run id: ``MlflowClient.download_artifacts`` looks the run up again for every path,
+        which on SQLite cost ~0.1 s per call for a run with a few hundred metrics.
+        """
         dst.mkdir(parents=True, exist_ok=True)
-        return Path(self.client.download_artifacts(run_id, path, str(dst)))
+        for path in paths:
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{artifact_uri.rstrip('/')}/{path}",
+                dst_path=str(dst),
+                tracking_uri=self.tracking_uri,
+            )
+        return dst
 
 
 class BatchedMetricLogger:

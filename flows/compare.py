@@ -45,7 +45,10 @@ def compare(
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = Path(workdir) / "comparisons" / f"{stamp}-{flow_run.id or 'local'}"
-    records = [steps.download_run(tracker, rid, tags, str(work / "runs")) for rid, tags in selected]
+    records = [
+        steps.download_run(tracker, run_id, tags, artifact_uri, str(work / "runs"))
+        for run_id, tags, artifact_uri in selected
+    ]
     check_comparable(records)
     tags = {
         PREFECT_RUN_TAG: str(flow_run.id),

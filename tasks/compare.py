@@ -28,8 +28,9 @@ def select_runs(
     run_ids: list[str] | None,
     model_name: str | None,
     aliases: list[str] | None,
-) -> list[tuple[str, dict[str, str]]]:
-    """Run ids and tags: of a sweep, named explicitly, or behind registry aliases."""
+) -> list[tuple[str, dict[str, str], str]]:
+    """Run ids, tags and artifact roots: of a sweep, named explicitly, or behind registry
+    aliases."""
     if sum(bool(x) for x in (sweep_id, run_ids, aliases)) != 1:
         raise ChexflowError("name exactly one of: a sweep id, run ids, or model aliases")
     if sweep_id:
@@ -55,15 +56,15 @@ def select_runs(
     unfinished = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
     if unfinished:
         raise ChexflowError(f"runs {unfinished} did not finish; compare finished runs only")
-    return [(r.info.run_id, dict(r.data.tags)) for r in runs]
+    return [(r.info.run_id, dict(r.data.tags), r.info.artifact_uri) for r in runs]
 
 
 @task(name="download-run", **RETRY)
-def download_run(tracker: Tracker, run_id: str, tags: dict[str, str], dst: str) -> RunRecord:
+def download_run(
+    tracker: Tracker, run_id: str, tags: dict[str, str], artifact_uri: str, dst: str
+) -> RunRecord:
     """Fetch a run's metrics, embeddings and maps from MLflow into ``dst``."""
-    directory = Path(dst) / run_id
-    for name in ARTIFACTS:
-        tracker.download(run_id, name, directory)
+    directory = tracker.download(artifact_uri, ARTIFACTS, Path(dst) / run_id)
     return load_run_record(run_id, tags, directory)
 
 
