@@ -1,0 +1,104 @@
+"""The embedded mode (no Prefect server configured): its settings, and that nothing it
+speeds up is lost from the record."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
+
+_SHOW_SETTINGS = """
+import json
+from prefect.settings import get_current_settings
+from flows._common import embedded_run_settings
+
+with embedded_run_settings():
+    settings = get_current_settings()
+    recorder = settings.server.services.task_run_recorder
+    env = settings.to_environment_variables(exclude_unset=True)
+    print(json.dumps({
+        "heartbeat": settings.flows.heartbeat_frequency,
+        "batch_size": recorder.batch_size,
+        "read_batch_size": recorder.read_batch_size,
+        "server_env_batch_size": env.get("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"),
+    }))
+"""
+
+
+def _offline_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(
+        MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+def _embedded_settings(**extra: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", _SHOW_SETTINGS],
+        env=_offline_env(**extra),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_embedded_settings_batch_task_run_records_for_the_temporary_api() -> None:
+    shown = _embedded_settings()
+    assert shown["heartbeat"] is None
+    assert shown["batch_size"] == shown["read_batch_size"] == 200
+    # what the temporary API's subprocess is started with
+    assert shown["server_env_batch_size"] == "200"
+
+
+def test_a_users_recorder_setting_wins_over_the_embedded_default() -> None:
+    shown = _embedded_settings(PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE="7")
+    assert shown["batch_size"] == 7
+    assert shown["read_batch_size"] == 200
+
+
+def test_with_a_server_configured_nothing_changes() -> None:
+    shown = _embedded_settings(PREFECT_API_URL="http://127.0.0.1:9/api")
+    assert shown["heartbeat"] is not None
+    assert shown["batch_size"] == 1  # Prefect's default
+
+
+@pytest.mark.slow
+def test_an_embedded_run_records_every_task_run_it_logged(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Batched task-run records are all written by the time the command returns."""
+    work = tmp_path / "work"
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    command = [CHEXFLOW, "finetune", "--data", str(tiny_dataset), "--fraction", "0.5"]
+    done = subprocess.run(
+        [*command, "--workdir", str(work), *sets],
+        env=_offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    logged = re.findall(r"Task run '([^']+)' - Finished in state Completed", output)
+    assert len(logged) >= 8, output[-3000:]
+    database = work / "prefect" / "prefect.db"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT name FROM task_run WHERE state_type = 'COMPLETED'")
+        recorded = [name for (name,) in rows]
+    assert sorted(recorded) == sorted(logged)
