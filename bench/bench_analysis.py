@@ -39,7 +39,6 @@ from bench.common import (
     finish_document,
     paired,
     paired_ratio,
-    print_figures,
     start_document,
     stats,
 )
@@ -255,7 +254,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     doc["results"] = results
     doc["figures"] = analysis_figures(doc)
     finish_document(doc, args.out)
-    print_figures(doc)
     return doc
 
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from bench.common import figure, finish_document, print_figures, start_document, stats
+from bench.common import figure, finish_document, start_document, stats
 
 MODULE = "bench.bench_gpu"
 TARGET = 0.90
@@ -438,7 +438,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         doc.update(run(args, Path(tmp), device))
     doc["figures"] = gpu_figures(doc)
     finish_document(doc, args.out)
-    print_figures(doc)
     return doc
 
 

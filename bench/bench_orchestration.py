@@ -16,10 +16,17 @@ configured by ``--set``), swept over ``--fractions`` with one seed.
    Prefect API is started (and timed) before the first pair, and one untimed sweep and
    plain run warm the process up. The sweep runs with the CLI's embedded-mode settings
    (``flows._common.embedded_run_settings``); ``--before-repeats`` sweeps run without them
-   (Prefect's default flow heartbeats), as the CLI did before, for the before/after.
+   (Prefect's default flow heartbeats), as the CLI did before, for the before/after. As
+   ``chexflow sweep`` does, the process freezes its start-up heap (``gc.freeze``) before
+   the runs. Prefect client retries (HTTP 503 from the API's SQLite) are counted per sweep.
+   After the pairs, the comparison's artifact download of the last sweep's runs is timed
+   by run id (``MlflowClient.download_artifacts``, before) and by artifact URI (after).
 2. One-time costs, each in fresh subprocesses: ``import prefect``; the temporary API's
    start on a new ``PREFECT_HOME`` (database migrations: cold) and on a used one (warm);
-   the cost of one flow run with and without heartbeats; a new MLflow SQLite database.
+   the cost of one flow run with and without heartbeats; a new MLflow SQLite database;
+   a full garbage collection after the CLI's imports, with and without ``gc.freeze``; and
+   a flow of three subflows of five tasks on a temporary API with Prefect's task-run
+   recorder settings and with the embedded mode's (``EMBEDDED_SERVER_DEFAULTS``).
 3. The command line end to end (``--cli``): ``chexflow sweep`` in a fresh workdir with a
    cold and with a warm ``PREFECT_HOME``, against ``python -m bench.plain_sweep``.
 """
@@ -27,7 +34,9 @@ configured by ``--set``), swept over ``--fractions`` with one seed.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -43,7 +52,6 @@ from bench.common import (
     figure,
     finish_document,
     paired_ratio,
-    print_figures,
     start_document,
     stats,
 )
@@ -104,6 +112,87 @@ print(json.dumps({{"first_flow_s": first, "default_s": default, "embedded_s": em
 """
 
 
+_FULL_COLLECTION = """
+import gc, json, time
+import chexflow.cli, flows.sweep, chexflow.pipeline, chexflow.analysis.run_analysis
+objects = len(gc.get_objects())
+samples = {{"default": [], "frozen": []}}
+for name in samples:
+    if name == "frozen":
+        gc.freeze()
+    for _ in range({repeats}):
+        start = time.perf_counter()
+        gc.collect()
+        samples[name].append(time.perf_counter() - start)
+print(json.dumps({{"objects": objects, **samples}}))
+"""
+
+_RECORDER = """
+import json, logging, statistics, time
+from prefect import flow, task
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from flows._common import embedded_run_settings
+
+retries = []
+
+class CountRetries(logging.Filter):
+    def filter(self, record):
+        if "retryable" in record.getMessage():
+            retries.append(record.created)
+        return record.levelno >= logging.INFO
+
+client_logger = logging.getLogger("prefect.client")
+client_logger.setLevel(logging.DEBUG)
+client_logger.addFilter(CountRetries())
+
+@task
+def add_one(x):
+    return x + 1
+
+@flow
+def child(i):
+    return [add_one(j) for j in range(5)]
+
+@flow
+def parent():
+    return [child(i) for i in range(3)]
+
+# heartbeats off in both: only the task-run recorder's settings differ
+no_heartbeats = temporary_settings(updates={{PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}})
+with embedded_run_settings() if {embedded} else no_heartbeats:
+    parent()  # starts the API with these settings
+    del retries[:]
+    runs = []
+    for _ in range({repeats}):
+        start = time.perf_counter()
+        parent()
+        runs.append(time.perf_counter() - start)
+print(json.dumps({{"runs_s": runs, "retries": len(retries)}}))
+"""
+
+
+class RetryCounter(logging.Filter):
+    """Counts the Prefect client's retries of retryable API answers (HTTP 503: SQLite busy),
+    each a ~2 s back-off; lets only INFO and above through to Prefect's handlers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "retryable" in record.getMessage():
+            self.count += 1
+        return record.levelno >= logging.INFO
+
+
+def count_client_retries() -> RetryCounter:
+    counter = RetryCounter()
+    client_logger = logging.getLogger("prefect.client")
+    client_logger.setLevel(logging.DEBUG)
+    client_logger.addFilter(counter)
+    return counter
+
+
 def run_json(code: str, env: dict[str, str], timeout: float = 600) -> dict[str, Any]:
     """Run Python ``code`` in a fresh interpreter; its last stdout line is JSON."""
     done = subprocess.run(
@@ -155,6 +244,15 @@ def one_time_costs(tmp: Path, repeats: int) -> dict[str, Any]:
     out["flow_run_default_s"] = stats(flows["default_s"], 3)
     out["flow_run_embedded_s"] = stats(flows["embedded_s"], 3)
     out["mlflow_new_sqlite_db_s"] = stats([new_mlflow_db(tmp / f"mlflow-{i}") for i in range(2)], 3)
+    collections = run_json(_FULL_COLLECTION.format(repeats=repeats), warm_home)
+    out["full_collection_objects"] = collections["objects"]
+    out["full_collection_s"] = stats(collections["default"], 3)
+    out["full_collection_frozen_s"] = stats(collections["frozen"], 4)
+    for name, embedded in (("prefect_default", False), ("embedded", True)):
+        home = base_env(PREFECT_HOME=str(tmp / f"recorder-{name}"))
+        measured = run_json(_RECORDER.format(embedded=embedded, repeats=repeats + 1), home)
+        out[f"subflows_{name}_s"] = stats(measured["runs_s"], 3)
+        out[f"subflows_{name}_retries"] = measured["retries"]
     return out
 
 
@@ -188,6 +286,8 @@ def steady_state(
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(None, overrides)
+    gc.freeze()  # as `chexflow sweep` does after its imports (cli._freeze_startup_heap)
+    retries = count_client_retries()
 
     @flow
     def start_api() -> None:
@@ -213,11 +313,13 @@ def steady_state(
         run_plain_sweep(data, args.fractions, [0], cfg, workdir())
         return time.perf_counter() - start
 
+    last_sweep: dict[str, Any] = {}
+
     def flow_sweep(embedded: bool = True, cfg: Any = config) -> float:
         start = time.perf_counter()
         if embedded:
             with embedded_run_settings():
-                sweep(str(data), args.fractions, [0], cfg, str(workdir()))
+                last_sweep.update(sweep(str(data), args.fractions, [0], cfg, str(workdir())))
         else:
             sweep(str(data), args.fractions, [0], cfg, str(workdir()))
         return time.perf_counter() - start
@@ -226,6 +328,7 @@ def steady_state(
     short = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 1})})
     warm = {"plain_s": round(plain(short), 3), "sweep_s": round(flow_sweep(cfg=short), 3)}
     samples: dict[str, list[float]] = {"plain": [], "sweep": [], "sweep_before": []}
+    retries_per_sweep: list[int] = []
     before_pairs: list[tuple[float, float]] = []
     for i in range(args.repeats):
         measures: list[tuple[str, Callable[[], float]]] = [
@@ -237,8 +340,11 @@ def steady_state(
         shift = i % len(measures)
         this: dict[str, float] = {}
         for name, measure in measures[shift:] + measures[:shift]:
+            before = retries.count
             this[name] = measure()
             samples[name].append(this[name])
+            if name == "sweep":
+                retries_per_sweep.append(retries.count - before)
         if "sweep_before" in this:
             before_pairs.append((this["sweep_before"], this["plain"]))
         print(f"[orchestration] repeat {i + 1}: {this}", flush=True)
@@ -251,6 +357,8 @@ def steady_state(
         "api_start_in_process_s": round(api_start_s, 3),
         "mlflow_db_and_experiment_s": round(mlflow_db_s, 3),
         "warmup_excluded": warm,
+        "api_retries_per_sweep": retries_per_sweep,
+        "compare_download": download_before_after(last_sweep, tmp / "downloads"),
     }
     if before_pairs:
         results["sweep_before_s"] = stats([b for b, _ in before_pairs], 3)
@@ -258,6 +366,38 @@ def steady_state(
             [b for b, _ in before_pairs], [p for _, p in before_pairs]
         )
     return results
+
+
+def download_before_after(result: dict[str, Any], tmp: Path, repeats: int = 3) -> dict:
+    """The comparison's download of a sweep's runs: by run id (before) / by artifact URI."""
+    from chexflow.comparison import ARTIFACTS
+    from chexflow.tracking import Tracker
+
+    tracker = Tracker(os.environ["MLFLOW_TRACKING_URI"], "unused")
+    run_ids = [r["run_id"] for r in result["runs"]] + [result["reference"]["run_id"]]
+    runs = [tracker.client.get_run(run_id) for run_id in run_ids]
+    calls = iter(range(10**6))
+
+    def by_run_id() -> float:
+        start = time.perf_counter()
+        for run in runs:
+            dst = tmp / f"{next(calls)}"
+            dst.mkdir(parents=True)
+            for name in ARTIFACTS:
+                tracker.client.download_artifacts(run.info.run_id, name, str(dst))
+        return time.perf_counter() - start
+
+    def by_uri() -> float:
+        start = time.perf_counter()
+        for run in runs:
+            tracker.download(run.info.artifact_uri, ARTIFACTS, tmp / f"{next(calls)}")
+        return time.perf_counter() - start
+
+    before, after = [], []
+    for _ in range(repeats):
+        before.append(by_run_id())
+        after.append(by_uri())
+    return {"runs": len(runs), "by_run_id_s": stats(before, 3), "by_uri_s": stats(after, 3)}
 
 
 def cli_runs(args: argparse.Namespace, data: Path, tmp: Path, overrides: list[str]) -> dict:
@@ -379,7 +519,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     doc["results"] = results
     doc["figures"] = orchestration_figures(results)
     finish_document(doc, args.out)
-    print_figures(doc)
     return doc
 
 
@@ -407,6 +546,43 @@ def orchestration_figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "same, before (flow heartbeats on)",
                 steady["ratio_before_to_plain"]["median"],
                 "ratio",
+            )
+        )
+    figures.append(
+        figure(
+            "Prefect client retries (HTTP 503, ~2 s each) per sweep",
+            statistics.median(steady["api_retries_per_sweep"]),
+            "count",
+        )
+    )
+    if "subflows_embedded_s" in one:
+        figures.append(
+            figure(
+                "3 subflows x 5 tasks, no heartbeats: Prefect's task-run recorder / embedded "
+                f"settings (API retries {one['subflows_prefect_default_retries']} / "
+                f"{one['subflows_embedded_retries']})",
+                f"{one['subflows_prefect_default_s']['median']:.3f} / "
+                f"{one['subflows_embedded_s']['median']:.3f}",
+                "s",
+            )
+        )
+    if "full_collection_s" in one:
+        figures.append(
+            figure(
+                f"full garbage collection after the CLI's imports "
+                f"({one['full_collection_objects']:,} objects): default / gc.freeze",
+                f"{one['full_collection_s']['median']:.3f} / "
+                f"{one['full_collection_frozen_s']['median']:.4f}",
+                "s",
+            )
+        )
+    if "compare_download" in steady:
+        download = steady["compare_download"]
+        figures.append(
+            figure(
+                f"compare: download {download['runs']} runs' artifacts, by run id / by URI",
+                f"{download['by_run_id_s']['median']:.3f} / {download['by_uri_s']['median']:.3f}",
+                "s",
             )
         )
     figures += [

@@ -44,7 +44,6 @@ from bench.common import (
     loglog_slope,
     paired,
     paired_ratio,
-    print_figures,
     start_document,
     stats,
 )
@@ -277,7 +276,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     doc["results"] = results
     doc["figures"] = scaling_figures(results)
     finish_document(doc, args.out)
-    print_figures(doc)
     return doc
 
 

@@ -32,7 +32,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,14 +42,7 @@ from typing import Any
 import torch
 
 from bench.bench_training import prepare_real_data
-from bench.common import (
-    figure,
-    finish_document,
-    paired_ratio,
-    print_figures,
-    start_document,
-    stats,
-)
+from bench.common import figure, paired_ratio, run_in_tempdir, stats
 from chexflow.config import ModelConfig, TrainConfig
 from chexflow.data.dataset import make_loader
 from chexflow.models import create_model, head_classes
@@ -310,12 +302,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    doc = start_document("tracking", MODULE, argv)
-    with tempfile.TemporaryDirectory(prefix="chexflow-bench-tracking-") as tmp:
-        doc.update(run(args, Path(tmp)))
-    finish_document(doc, args.out)
-    print_figures(doc)
-    return doc
+    return run_in_tempdir("tracking", MODULE, argv, args.out, lambda tmp: run(args, tmp))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import itertools
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,14 +35,7 @@ from typing import Any
 
 import torch
 
-from bench.common import (
-    figure,
-    finish_document,
-    paired_ratio,
-    print_figures,
-    start_document,
-    stats,
-)
+from bench.common import figure, paired_ratio, run_in_tempdir, stats
 from chexflow import pipeline
 from chexflow.config import DataConfig, ModelConfig, TrainConfig
 from chexflow.data.dataset import ChexpertImages, make_loader
@@ -317,12 +309,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, write the JSON and print the headline figures."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    doc = start_document("training", MODULE, argv)
-    with tempfile.TemporaryDirectory(prefix="chexflow-bench-training-") as tmp:
-        doc.update(run(args, Path(tmp)))
-    finish_document(doc, args.out)
-    print_figures(doc)
-    return doc
+    return run_in_tempdir("training", MODULE, argv, args.out, lambda tmp: run(args, tmp))
 
 
 if __name__ == "__main__":

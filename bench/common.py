@@ -25,6 +25,7 @@ import os
 import platform
 import shlex
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -142,13 +143,29 @@ def start_document(benchmark: str, module: str, argv: Sequence[str]) -> dict[str
 
 
 def finish_document(doc: dict[str, Any], out: Path | None) -> dict[str, Any]:
-    """Record the closing load average and write the document (strict JSON) to ``out``."""
+    """Record the closing load average, write the document (strict JSON) to ``out`` and
+    print its headline figures."""
     doc["load_average"]["after"] = load_average()
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False) + "\n")
+    print_figures(doc)
     return doc
+
+
+def run_in_tempdir(
+    benchmark: str,
+    module: str,
+    argv: Sequence[str],
+    out: Path | None,
+    body: Callable[[Path], dict[str, Any]],
+) -> dict[str, Any]:
+    """Start the document, merge in what ``body(tmp)`` returns, finish and print it."""
+    doc = start_document(benchmark, module, argv)
+    with tempfile.TemporaryDirectory(prefix=f"chexflow-bench-{benchmark}-") as tmp:
+        doc.update(body(Path(tmp)))
+    return finish_document(doc, out)
 
 
 def jsonable(value: Any) -> Any:

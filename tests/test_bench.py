@@ -111,7 +111,12 @@ def test_orchestration(tmp_path: Path) -> None:
     check_document(doc, "orchestration")
     steady = doc["results"]["steady_state"]
     assert steady["ratio_sweep_to_plain"]["median"] > 0
-    assert doc["results"]["one_time"]["api_start_cold_s"]["median"] > 0
+    assert len(steady["api_retries_per_sweep"]) == 1
+    assert steady["compare_download"]["runs"] == 3  # two fractions and the reference
+    one = doc["results"]["one_time"]
+    assert one["api_start_cold_s"]["median"] > 0
+    assert one["full_collection_objects"] > 100_000
+    assert one["subflows_embedded_s"]["samples"] and one["subflows_prefect_default_s"]["samples"]
 
 
 def test_report_renders_every_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
