@@ -136,9 +136,12 @@ def finetune(
     _require_dir(data, "--data")
     _check_run_inputs(cfg, workdir)
     configure_environment(workdir)
+    api_started = _start_prefect_api()
     from flows.finetune import finetune as finetune_flow
 
-    result = _run_flow(finetune_flow, str(data), fraction, seed, cfg, str(workdir), force=force)
+    result = _run_flow(
+        finetune_flow, api_started, str(data), fraction, seed, cfg, str(workdir), force=force
+    )
     typer.echo(json.dumps(result, indent=2))
 
 
@@ -165,10 +168,12 @@ def sweep(
     _require_dir(data, "--data")
     _check_run_inputs(cfg, workdir)
     configure_environment(workdir)
+    api_started = _start_prefect_api()
     from flows.sweep import sweep as sweep_flow
 
     result = _run_flow(
         sweep_flow,
+        api_started,
         str(data),
         fraction_list,
         seed_list,
@@ -200,10 +205,12 @@ def compare(
 
     check_workdir(workdir)  # creates it: Prefect's local API keeps its database there
     configure_environment(workdir)
+    api_started = _start_prefect_api()
     from flows.compare import compare as compare_flow
 
     result = _run_flow(
         compare_flow,
+        api_started,
         sweep_id=sweep_id,
         run_ids=parse_list(runs, str, "--runs") if runs else None,
         model_name=model,
@@ -226,11 +233,18 @@ def demo(
     settings = demo_settings(quick)
     _check_run_inputs(settings.config, workdir)
     configure_environment(workdir)
+    api_started = _start_prefect_api()  # boots while the demo data is written
     data = ensure_demo_data(workdir, settings)
     from flows.sweep import sweep as sweep_flow
 
     result = _run_flow(
-        sweep_flow, str(data), settings.fractions, settings.seeds, settings.config, str(workdir)
+        sweep_flow,
+        api_started,
+        str(data),
+        settings.fractions,
+        settings.seeds,
+        settings.config,
+        str(workdir),
     )
     _print_sweep(result, workdir)
 
@@ -243,13 +257,24 @@ def _check_run_inputs(cfg: Any, workdir: Path) -> None:
     check_model_input(cfg.model, cfg.data.image_size)
 
 
-def _run_flow(flow: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _start_prefect_api() -> Callable[[], None]:
+    """Once the input is checked: start Prefect's temporary local API (if no server is
+    configured) while the flows are imported; call the result before running one."""
+    from flows.embedded import start_temporary_api
+
+    return start_temporary_api()
+
+
+def _run_flow(
+    flow: Callable[..., Any], api_started: Callable[[], None], *args: Any, **kwargs: Any
+) -> Any:
     """Call a flow in-process with the embedded-mode run settings (no heartbeats without a
-    server: ~1 s per flow run, see flows._common.embedded_run_settings)."""
-    from flows._common import embedded_run_settings
+    server: ~1 s per flow run, see flows.embedded.embedded_run_settings)."""
+    from flows.embedded import embedded_run_settings
 
     _quiet_user_error_tracebacks()
     _freeze_startup_heap()
+    api_started()
     with embedded_run_settings():
         return flow(*args, **kwargs)
 

@@ -21,7 +21,7 @@ CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
 _SHOW_SETTINGS = """
 import json
 from prefect.settings import get_current_settings
-from flows._common import embedded_run_settings
+from flows.embedded import embedded_run_settings
 
 with embedded_run_settings():
     settings = get_current_settings()
@@ -102,3 +102,51 @@ def test_an_embedded_run_records_every_task_run_it_logged(
         rows = db.execute("SELECT name FROM task_run WHERE state_type = 'COMPLETED'")
         recorded = [name for (name,) in rows]
     assert sorted(recorded) == sorted(logged)
+
+
+_EARLY_START = """
+import json
+from pathlib import Path
+from prefect import flow
+from prefect.server.api.server import SubprocessASGIServer
+from flows.embedded import embedded_run_settings, start_temporary_api
+
+started = start_temporary_api()
+started()
+server = SubprocessASGIServer()
+environ = Path(f"/proc/{server.server_process.pid}/environ").read_bytes().split(b"\\0")
+
+@flow
+def which_api() -> str:
+    from prefect.client.orchestration import get_client
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
+
+with embedded_run_settings():
+    used = which_api()
+print(json.dumps({
+    "running": server.running,
+    "api_url": server.api_url,
+    "used": used,
+    "batched": b"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE=200" in environ,
+    "servers": len(SubprocessASGIServer._instances),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_the_early_api_is_the_one_the_flows_use(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _EARLY_START],
+        env=_offline_env(PREFECT_HOME=str(tmp_path / "prefect")),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = json.loads(done.stdout.strip().splitlines()[-1])
+    assert shown["running"] and shown["batched"]
+    assert shown["used"].rstrip("/") == shown["api_url"].rstrip("/")
+    assert shown["servers"] == 1
