@@ -18,7 +18,9 @@ configured by ``--set``), swept over ``--fractions`` with one seed.
    (``flows._common.embedded_run_settings``); ``--before-repeats`` sweeps run without them
    (Prefect's default flow heartbeats), as the CLI did before, for the before/after. As
    ``chexflow sweep`` does, the process freezes its start-up heap (``gc.freeze``) before
-   the runs. Prefect client retries (HTTP 503 from the API's SQLite) are counted per sweep.
+   the runs. Prefect client retries (HTTP 503 from the API's SQLite) are counted per sweep,
+   and each sweep's time in Prefect's engine, in MLflow calls and in garbage collection is
+   measured inside it (``OverheadBreakdown``).
    After the pairs, the comparison's artifact download of the last sweep's runs is timed
    by run id (``MlflowClient.download_artifacts``, before) and by artifact URI (after).
 2. One-time costs, each in fresh subprocesses: ``import prefect``; the temporary API's
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import logging
 import os
@@ -86,7 +89,7 @@ print(json.dumps({"import_s": imported - start, "start_s": healthy - imported}))
 _FLOW_RUN = """
 import json, time
 from prefect import flow, task
-from flows._common import embedded_run_settings
+from flows.embedded import embedded_run_settings
 
 @task
 def add_one(x):
@@ -131,7 +134,7 @@ _RECORDER = """
 import json, logging, statistics, time
 from prefect import flow, task
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-from flows._common import embedded_run_settings
+from flows.embedded import embedded_run_settings
 
 retries = []
 
@@ -183,6 +186,101 @@ class RetryCounter(logging.Filter):
         if "retryable" in record.getMessage():
             self.count += 1
         return record.levelno >= logging.INFO
+
+
+class OverheadBreakdown:
+    """Where a sweep's orchestration time goes, measured in the sweep itself: Prefect's
+    engine around each task and flow function (``run_task_sync`` minus ``call_task_fn``,
+    ``run_flow_sync`` minus ``call_flow_fn``: creating runs, state changes, results), time
+    inside ``MlflowClient`` and ``mlflow.artifacts.download_artifacts`` calls, and garbage
+    collection pauses. It wraps Prefect internals, so a Prefect release that renames them
+    leaves the figures out (``available: false``) rather than failing the benchmark."""
+
+    _PREFECT = (
+        ("prefect.task_engine", None, "run_task_sync", "task_total"),
+        ("prefect.task_engine", "SyncTaskRunEngine", "call_task_fn", "task_inner"),
+        ("prefect.flow_engine", None, "run_flow_sync", "flow_total"),
+        ("prefect.flow_engine", "FlowRunEngine", "call_flow_fn", "flow_inner"),
+    )
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.available = True
+        self._mlflow_depth = 0
+        self._gc_start = 0.0
+        self._patched: list[tuple[Any, str, Any]] = []
+
+    def _add(self, key: str, seconds: float) -> None:
+        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+        self.calls[key] = self.calls.get(key, 0) + 1
+
+    def _wrap(self, owner: Any, name: str, key: str, mlflow: bool = False) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if mlflow and self._mlflow_depth:  # an MLflow call inside another
+                return original(*args, **kwargs)
+            self._mlflow_depth += mlflow
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._mlflow_depth -= mlflow
+                self._add(key, time.perf_counter() - start)
+
+        setattr(owner, name, timed)
+        self._patched.append((owner, name, original))
+
+    def _gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self._add(f"gc_gen{info['generation']}", time.perf_counter() - self._gc_start)
+
+    def __enter__(self) -> OverheadBreakdown:
+        import importlib
+
+        import mlflow.artifacts
+        from mlflow import MlflowClient
+
+        try:
+            for module, cls, name, key in self._PREFECT:
+                owner = importlib.import_module(module)
+                self._wrap(getattr(owner, cls) if cls else owner, name, key)
+        except AttributeError:
+            self.available = False
+        for name in dir(MlflowClient):
+            if not name.startswith("_") and inspect.isfunction(
+                inspect.getattr_static(MlflowClient, name)
+            ):
+                self._wrap(MlflowClient, name, "mlflow", mlflow=True)
+        self._wrap(mlflow.artifacts, "download_artifacts", "mlflow", mlflow=True)
+        gc.callbacks.append(self._gc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._gc)
+        for owner, name, original in reversed(self._patched):
+            setattr(owner, name, original)
+
+    def summary(self) -> dict[str, Any]:
+        s, n = self.seconds, self.calls
+        out: dict[str, Any] = {
+            "mlflow_s": round(s.get("mlflow", 0.0), 3),
+            "mlflow_calls": n.get("mlflow", 0),
+            "gc_full_s": round(s.get("gc_gen2", 0.0), 3),
+            "gc_full_collections": n.get("gc_gen2", 0),
+            "gc_young_s": round(s.get("gc_gen0", 0.0) + s.get("gc_gen1", 0.0), 3),
+        }
+        if self.available:
+            out["prefect_task_engine_s"] = round(s["task_total"] - s["task_inner"], 3)
+            out["task_runs"] = n["task_total"]
+            # nested subflows: their engine time is inside the parent's flow function,
+            # so the difference of the sums counts each flow run's engine time once
+            out["prefect_flow_engine_s"] = round(s["flow_total"] - s["flow_inner"], 3)
+            out["flow_runs"] = n["flow_total"]
+        return out
 
 
 def count_client_retries() -> RetryCounter:
@@ -280,7 +378,7 @@ def steady_state(
     from bench.plain_sweep import run_plain_sweep
     from chexflow.config import load_config
     from chexflow.tracking import Tracker
-    from flows._common import embedded_run_settings
+    from flows.embedded import embedded_run_settings
     from flows.sweep import sweep
 
     if args.threads:
@@ -314,12 +412,14 @@ def steady_state(
         return time.perf_counter() - start
 
     last_sweep: dict[str, Any] = {}
+    breakdowns: list[dict[str, Any]] = []
 
     def flow_sweep(embedded: bool = True, cfg: Any = config) -> float:
         start = time.perf_counter()
         if embedded:
-            with embedded_run_settings():
+            with embedded_run_settings(), OverheadBreakdown() as breakdown:
                 last_sweep.update(sweep(str(data), args.fractions, [0], cfg, str(workdir())))
+            breakdowns.append(breakdown.summary())
         else:
             sweep(str(data), args.fractions, [0], cfg, str(workdir()))
         return time.perf_counter() - start
@@ -327,6 +427,7 @@ def steady_state(
     # Warm-up (imports, first calls, the MLflow experiment): the same runs with 1 epoch.
     short = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 1})})
     warm = {"plain_s": round(plain(short), 3), "sweep_s": round(flow_sweep(cfg=short), 3)}
+    del breakdowns[:]
     samples: dict[str, list[float]] = {"plain": [], "sweep": [], "sweep_before": []}
     retries_per_sweep: list[int] = []
     before_pairs: list[tuple[float, float]] = []
@@ -358,6 +459,7 @@ def steady_state(
         "mlflow_db_and_experiment_s": round(mlflow_db_s, 3),
         "warmup_excluded": warm,
         "api_retries_per_sweep": retries_per_sweep,
+        "sweep_breakdown": breakdowns,
         "compare_download": download_before_after(last_sweep, tmp / "downloads"),
     }
     if before_pairs:
@@ -522,6 +624,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return doc
 
 
+def median_breakdown(breakdowns: list[dict[str, Any]]) -> dict[str, float]:
+    """Each ``OverheadBreakdown.summary`` key's median over the timed sweeps."""
+    keys = set.intersection(*(set(b) for b in breakdowns)) if breakdowns else set()
+    return {k: statistics.median(b[k] for b in breakdowns) for k in sorted(keys)}
+
+
 def orchestration_figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     steady, one = results["steady_state"], results["one_time"]
     ratio = steady["ratio_sweep_to_plain"]["median"]
@@ -546,6 +654,19 @@ def orchestration_figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "same, before (flow heartbeats on)",
                 steady["ratio_before_to_plain"]["median"],
                 "ratio",
+            )
+        )
+    breakdown = median_breakdown(steady.get("sweep_breakdown", []))
+    if "prefect_flow_engine_s" in breakdown:
+        figures.append(
+            figure(
+                f"in a sweep: Prefect engine for {breakdown['flow_runs']:.0f} flow runs / "
+                f"{breakdown['task_runs']:.0f} task runs, MLflow "
+                f"({breakdown['mlflow_calls']:.0f} calls), full GC",
+                f"{breakdown['prefect_flow_engine_s']:.3f} / "
+                f"{breakdown['prefect_task_engine_s']:.3f} / {breakdown['mlflow_s']:.3f} / "
+                f"{breakdown['gc_full_s']:.3f}",
+                "s",
             )
         )
     figures.append(
