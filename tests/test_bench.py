@@ -112,6 +112,10 @@ def test_orchestration(tmp_path: Path) -> None:
     steady = doc["results"]["steady_state"]
     assert steady["ratio_sweep_to_plain"]["median"] > 0
     assert len(steady["api_retries_per_sweep"]) == 1
+    (breakdown,) = steady["sweep_breakdown"]
+    assert breakdown["flow_runs"] == 5  # sweep, two fine-tunes, the reference, compare
+    assert breakdown["task_runs"] > 20 and breakdown["mlflow_calls"] > 20
+    assert 0 < breakdown["prefect_flow_engine_s"] < steady["sweep_s"]["median"]
     assert steady["compare_download"]["runs"] == 3  # two fractions and the reference
     one = doc["results"]["one_time"]
     assert one["api_start_cold_s"]["median"] > 0
