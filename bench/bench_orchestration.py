@@ -26,7 +26,10 @@ configured by ``--set``), swept over ``--fractions`` with one seed.
 2. One-time costs, each in fresh subprocesses: ``import prefect``; the temporary API's
    start on a new ``PREFECT_HOME`` (database migrations: cold) and on a used one (warm);
    the cost of one flow run with and without heartbeats; a new MLflow SQLite database;
-   a full garbage collection after the CLI's imports, with and without ``gc.freeze``; and
+   a command's imports until the API is ready, with the API started after the flows'
+   import (as Prefect does) and during it (``flows.embedded.start_temporary_api``, as the
+   CLI does); a full garbage collection after the CLI's imports, with and without
+   ``gc.freeze``; and
    a flow of three subflows of five tasks on a temporary API with Prefect's task-run
    recorder settings and with the embedded mode's (``EMBEDDED_SERVER_DEFAULTS``).
 3. The command line end to end (``--cli``): ``chexflow sweep`` in a fresh workdir with a
@@ -128,6 +131,24 @@ for name in samples:
         gc.collect()
         samples[name].append(time.perf_counter() - start)
 print(json.dumps({{"objects": objects, **samples}}))
+"""
+
+_EARLY_API = """
+import json, time
+start = time.perf_counter()
+import chexflow.pipeline  # what a command imports to check its input
+if {early}:
+    from flows.embedded import start_temporary_api
+    api_started = start_temporary_api()
+import flows.sweep, flows.compare
+if {early}:
+    api_started()
+else:
+    from prefect.server.api.server import SubprocessASGIServer
+    from flows.embedded import embedded_run_settings
+    with embedded_run_settings():
+        SubprocessASGIServer().start()
+print(json.dumps({{"api_ready_s": time.perf_counter() - start}}))
 """
 
 _RECORDER = """
@@ -342,6 +363,15 @@ def one_time_costs(tmp: Path, repeats: int) -> dict[str, Any]:
     out["flow_run_default_s"] = stats(flows["default_s"], 3)
     out["flow_run_embedded_s"] = stats(flows["embedded_s"], 3)
     out["mlflow_new_sqlite_db_s"] = stats([new_mlflow_db(tmp / f"mlflow-{i}") for i in range(2)], 3)
+    early_home = base_env(PREFECT_HOME=str(tmp / "early-home"))
+    run_json(_SERVER_START, early_home)  # migrates it
+    ready: dict[str, list[float]] = {"sequential": [], "early": []}
+    for i in range(repeats):  # alternating order
+        for mode in ("sequential", "early") if i % 2 == 0 else ("early", "sequential"):
+            code = _EARLY_API.format(early=mode == "early")
+            ready[mode].append(run_json(code, early_home)["api_ready_s"])
+    out["api_ready_sequential_s"] = stats(ready["sequential"], 3)
+    out["api_ready_early_s"] = stats(ready["early"], 3)
     collections = run_json(_FULL_COLLECTION.format(repeats=repeats), warm_home)
     out["full_collection_objects"] = collections["objects"]
     out["full_collection_s"] = stats(collections["default"], 3)
@@ -561,7 +591,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fractions", default="0.1,0.5")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--demo", action="store_true", help="the `chexflow demo` workload")
-    parser.add_argument("--repeats", type=int, default=3, help="paired sweep/plain runs")
+    parser.add_argument("--repeats", type=int, default=5, help="paired sweep/plain runs")
     parser.add_argument("--before-repeats", type=int, default=1, help="sweeps with heartbeats")
     parser.add_argument("--start-repeats", type=int, default=3, help="one-time cost samples")
     parser.add_argument("--cli", action=argparse.BooleanOptionalAction, default=True)
@@ -684,6 +714,16 @@ def orchestration_figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{one['subflows_embedded_retries']})",
                 f"{one['subflows_prefect_default_s']['median']:.3f} / "
                 f"{one['subflows_embedded_s']['median']:.3f}",
+                "s",
+            )
+        )
+    if "api_ready_early_s" in one:
+        figures.append(
+            figure(
+                "imports + API ready (used PREFECT_HOME): API started after / during the "
+                "flows' import",
+                f"{one['api_ready_sequential_s']['median']:.3f} / "
+                f"{one['api_ready_early_s']['median']:.3f}",
                 "s",
             )
         )
