@@ -273,7 +273,7 @@ def optimised_section(results: dict[str, dict[str, Any] | None]) -> list[str]:
         "`chexflow up`'s server keeps Prefect's settings (its UI shows task runs live), and "
         "so does the tests' shared API: with three processes and a `kill -9` against it, "
         "batched recording stalled runs for 60-80 s in 5 of 8 tries (not understood; not "
-        "seen with two embedded commands sharing a workdir, 4 tries).",
+        "seen with two embedded commands sharing a workdir, 2 tries).",
         "- **Downloads by artifact URI.** `MlflowClient.download_artifacts(run_id, path)` "
         "reads the run again for every path to find its artifact root; on SQLite a "
         "fine-tune run with a few hundred metrics took ~0.1 s per read, and the comparison "
