@@ -152,22 +152,13 @@ print(json.dumps({{"api_ready_s": time.perf_counter() - start}}))
 """
 
 _RECORDER = """
-import json, logging, statistics, time
+import json, time
 from prefect import flow, task
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from bench.bench_orchestration import count_client_retries
 from flows.embedded import embedded_run_settings
 
-retries = []
-
-class CountRetries(logging.Filter):
-    def filter(self, record):
-        if "retryable" in record.getMessage():
-            retries.append(record.created)
-        return record.levelno >= logging.INFO
-
-client_logger = logging.getLogger("prefect.client")
-client_logger.setLevel(logging.DEBUG)
-client_logger.addFilter(CountRetries())
+retries = count_client_retries()
 
 @task
 def add_one(x):
@@ -185,13 +176,13 @@ def parent():
 no_heartbeats = temporary_settings(updates={{PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}})
 with embedded_run_settings() if {embedded} else no_heartbeats:
     parent()  # starts the API with these settings
-    del retries[:]
+    retries.count = 0
     runs = []
     for _ in range({repeats}):
         start = time.perf_counter()
         parent()
         runs.append(time.perf_counter() - start)
-print(json.dumps({{"runs_s": runs, "retries": len(retries)}}))
+print(json.dumps({{"runs_s": runs, "retries": retries.count}}))
 """
 
 

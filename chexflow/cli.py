@@ -280,10 +280,10 @@ def _run_flow(
 
 
 def _freeze_startup_heap() -> None:
-    """Keep the objects the imports made (torch, Prefect, MLflow: ~1.1M) out of the cyclic
+    """Keep the objects the imports made (torch, Prefect, MLflow: ~0.5M) out of the cyclic
     garbage collector: they live as long as the process, yet every full collection
-    re-scanned them, a 0.8-0.9 s pause every second sweep on this project's 2-core machine
-    (bench/bench_orchestration.py). New objects are collected as before."""
+    re-scanned them (0.27 s each on this project's 2-core machine, bench/
+    bench_orchestration.py). New objects are collected as before."""
     gc.freeze()
 
 
