@@ -49,6 +49,7 @@ OFFLINE_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }
 STOP_GRACE_S = 10.0
+KILL_WAIT_S = 5.0  # how long stop() waits for the kernel to end SIGKILLed processes
 AUTH_USER = "admin"
 # Client variables that hold credentials: written to env.sh (0600), never printed by `up`.
 SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")
@@ -305,6 +306,14 @@ def stop(service: Service, grace_s: float = STOP_GRACE_S) -> str:
         time.sleep(0.1)
     left = [pid for pid in tree if is_running(pid, ticks[pid])]
     _signal_all(left, signal.SIGKILL, pgid=service.pid)
+    # SIGKILL is delivered asynchronously: wait until the kernel has ended every process, so
+    # that a caller who starts the stack again right away finds its ports and files free.
+    deadline = time.monotonic() + KILL_WAIT_S
+    while any(is_running(pid, ticks[pid]) for pid in left) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    survivors = [pid for pid in left if is_running(pid, ticks[pid])]
+    if survivors:
+        return f"{service.name}: pids {survivors} still alive {KILL_WAIT_S:.0f} s after SIGKILL"
     return f"{service.name}: killed after {grace_s:.0f} s (pid {service.pid})"
 
 
