@@ -137,7 +137,7 @@ def _check_db(db: str) -> str:
 
 def _exports(env: dict[str, str], secrets: bool = True) -> str:
     """``export`` lines; without ``secrets`` the credentials are left out (never printed)."""
-    from chexflow.stack import SECRET_ENV
+    from chexflow.stack.credentials import SECRET_ENV
 
     return "\n".join(
         f"export {key}={shlex.quote(value)}"
@@ -147,7 +147,8 @@ def _exports(env: dict[str, str], secrets: bool = True) -> str:
 
 
 def _print_ready(state: Any, workdir: Path) -> None:
-    from chexflow.stack import SECRET_ENV, stack_dir
+    from chexflow.stack.credentials import SECRET_ENV
+    from chexflow.stack.state import stack_dir
 
     urls = {s.name: s.url for s in state.services if s.url}
     typer.echo(f"ready in {state.ready_s} s" if state.ready_s else "running")

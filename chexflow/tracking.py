@@ -308,7 +308,7 @@ def _pid_namespace() -> str:
 def process_tags() -> dict[str, str]:
     """Which process owns a run: host, ``pid:start-ticks`` (a reused pid does not match)
     and the PID namespace those numbers belong to."""
-    from chexflow.stack import start_ticks
+    from chexflow.stack.processes import start_ticks
 
     pid = os.getpid()
     return {
@@ -321,7 +321,7 @@ def process_tags() -> dict[str, str]:
 def _owner_is_gone(tags: Mapping[str, str]) -> bool:
     """Whether a run's process has certainly ended: same host, boot and PID namespace, and
     its pid:start-ticks no longer runs. Anything else cannot be checked from here."""
-    from chexflow.stack import is_running
+    from chexflow.stack.processes import is_running
 
     namespace = _pid_namespace()
     if tags.get(HOST_TAG) != socket.gethostname() or not namespace:

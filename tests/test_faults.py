@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 from chexflow import pipeline, stack
 from chexflow.cli import app
 from chexflow.config import load_config
+from chexflow.stack import commands, network, processes
 
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
 EPOCHS = 4
@@ -47,7 +48,7 @@ CONTRACT_ARTIFACTS = (
 
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    return {**env, **stack.OFFLINE_ENV, **extra}
+    return {**env, **commands.OFFLINE_ENV, **extra}
 
 
 def _finetune_args(data: Path, workdir: Path, epochs: int = EPOCHS) -> list[str]:
@@ -192,18 +193,18 @@ class _Outage:
     """Kill the MLflow server (SIGKILL, mid-request); start it again ``down_s`` later."""
 
     def __init__(self, settings: stack.StackSettings, backend: str, log: Path, down_s: float):
-        self.command = stack.mlflow_server_command(settings, backend)
-        self.env = stack.base_env(settings.workdir)
+        self.command = commands.mlflow_server_command(settings, backend)
+        self.env = commands.base_env(settings.workdir)
         self.log, self.down_s, self.port = log, down_s, settings.mlflow_port
         self.service = self.start()
         self.fired = threading.Event()
         self.restarted = threading.Event()
         self.killed_at = self.healthy_at = 0.0
 
-    def start(self) -> stack.Service:
-        service = stack.spawn("mlflow-server", self.command, self.env, self.log)
-        url = f"http://{stack.HOST}:{self.port}/health"
-        stack.wait_until(lambda: stack.http_ok(url), [service], "MLflow server", 120)
+    def start(self) -> processes.Service:
+        service = processes.spawn("mlflow-server", self.command, self.env, self.log)
+        url = f"http://{network.HOST}:{self.port}/health"
+        network.wait_until(lambda: network.http_ok(url), [service], "MLflow server", 120)
         return service
 
     def trigger(self) -> None:
@@ -217,7 +218,7 @@ class _Outage:
 
     def _come_back(self) -> None:
         time.sleep(self.down_s)
-        while not stack.port_is_free(self.port):
+        while not network.port_is_free(self.port):
             time.sleep(0.1)
         self.service = self.start()
         self.healthy_at = time.monotonic()
@@ -226,13 +227,13 @@ class _Outage:
     def stop(self) -> None:
         if self.fired.is_set():
             self.restarted.wait(timeout=120)
-        stack.stop(self.service, grace_s=5)
-        stack._reap([self.service])
+        processes.stop(self.service, grace_s=5)
+        processes.reap([self.service])
 
 
 @pytest.fixture
 def mlflow_outage(tmp_path: Path) -> Iterator[_Outage]:
-    port = stack.free_port()
+    port = network.free_port()
     settings = stack.StackSettings(tmp_path / "server", mlflow_port=port)
     backend = f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"
     (tmp_path / "server").mkdir()
@@ -248,7 +249,7 @@ def test_mlflow_outage_during_logging_loses_no_metric_or_artifact(
     from chexflow.tracking import Tracker
     from flows.finetune import finetune
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://{stack.HOST}:{mlflow_outage.port}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://{network.HOST}:{mlflow_outage.port}")
     # Each request gives up after ~5 s (not ~12 s): the outage reaches the task retries.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     original = Tracker.log_metric_objects
@@ -267,7 +268,7 @@ def test_mlflow_outage_during_logging_loses_no_metric_or_artifact(
     result = state.result()
     assert mlflow_outage.fired.is_set() and mlflow_outage.restarted.wait(timeout=60)
 
-    client = MlflowClient(f"http://{stack.HOST}:{mlflow_outage.port}")
+    client = MlflowClient(f"http://{network.HOST}:{mlflow_outage.port}")
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED"
     steps_per_epoch = -(-int(run.data.params["n_train_images"]) // 16)  # batch size 16
@@ -309,7 +310,7 @@ def plain_stack() -> Iterator[dict[str, Any]]:
     """`chexflow up` without workers: the sweeps run in their own processes, as from a CLI."""
     root = Path(tempfile.mkdtemp(prefix="chexflow-faults-"))
     work = root / "work"
-    ports = [stack.free_port(), stack.free_port()]
+    ports = [network.free_port(), network.free_port()]
     args = ["up", "--workdir", str(work), "--prefect-port", str(ports[0]),
             "--mlflow-port", str(ports[1]), "--gpu-workers", "0", "--cpu-workers", "0"]  # fmt: skip
     result = subprocess.run([CHEXFLOW, *args], capture_output=True, text=True, timeout=300,

@@ -31,6 +31,7 @@ from helpers import TINY
 from chexflow import checkpoints, stack
 from chexflow.config import load_config
 from chexflow.errors import ChexflowError
+from chexflow.stack import commands, credentials, network, postgres, state
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
@@ -193,30 +194,30 @@ def test_the_flow_refuses_a_tampered_cache_record(
 
 def test_every_server_binds_to_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = stack.StackSettings(tmp_path, prefect_port=4200, mlflow_port=5000, auth=True)
-    for command in (stack.prefect_server_command(settings),
-                    stack.mlflow_server_command(settings, "sqlite:///x.db")):  # fmt: skip
+    for command in (commands.prefect_server_command(settings),
+                    commands.mlflow_server_command(settings, "sqlite:///x.db")):  # fmt: skip
         assert command[command.index("--host") + 1] == "127.0.0.1"
-    assert all("//127.0.0.1:" in url for url in stack.client_env(settings).values())
+    assert all("//127.0.0.1:" in url for url in commands.client_env(settings).values())
     started: list[list[str]] = []
-    monkeypatch.setattr(stack, "init_postgres", lambda d: (d / "data", "pw", None))
-    monkeypatch.setattr(stack, "postgres_bin", lambda: Path("/pg/bin"))
-    monkeypatch.setattr(stack, "spawn", lambda name, command, *a, **k: started.append(command))
-    stack.start_postgres(settings, {})
+    monkeypatch.setattr(postgres, "init_postgres", lambda d: (d / "data", "pw", None))
+    monkeypatch.setattr(postgres, "postgres_bin", lambda: Path("/pg/bin"))
+    monkeypatch.setattr(postgres, "spawn", lambda name, command, *a, **k: started.append(command))
+    postgres.start_postgres(settings, {})
     (command,) = started
     assert command[command.index("-h") + 1] == "127.0.0.1"
     assert command[command.index("-k") + 1] == "", "no Unix socket either"
 
 
 def test_credentials_are_generated_private_and_reused(tmp_path: Path) -> None:
-    directory = stack.stack_dir(tmp_path)
-    first = stack.ensure_credentials(directory)
+    directory = state.stack_dir(tmp_path)
+    first = credentials.ensure_credentials(directory)
     assert stat.S_IMODE((directory / "auth").stat().st_mode) == 0o700
     for path in (directory / "auth").iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert len(first.mlflow_password) >= 12  # MLflow refuses a shorter admin password
     assert f"database_uri = sqlite:///{directory}/auth/basic_auth.db" in first.ini.read_text()
-    assert stack.ensure_credentials(directory) == first  # the auth database keeps the user
-    env = stack.write_env_file(tmp_path, {"A": "1", **first.client_env()})
+    assert credentials.ensure_credentials(directory) == first  # the auth database keeps the user
+    env = state.write_env_file(tmp_path, {"A": "1", **first.client_env()})
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert set(stack.redact_env(first.client_env()).values()) == {"admin", "***"}
 
@@ -226,7 +227,7 @@ def test_credentials_are_generated_private_and_reused(tmp_path: Path) -> None:
 
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    return {**env, **stack.OFFLINE_ENV, **extra}
+    return {**env, **commands.OFFLINE_ENV, **extra}
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -238,7 +239,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def auth_stack() -> Iterator[dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="chexflow-auth-"))
     work = root / "work"
-    ports = [stack.free_port(), stack.free_port()]
+    ports = [network.free_port(), network.free_port()]
     up = _cli("up", "--auth", "--workdir", str(work), "--prefect-port", str(ports[0]),
               "--mlflow-port", str(ports[1]), "--gpu-workers", "0",
               "--cpu-workers", "1")  # fmt: skip

@@ -28,6 +28,8 @@ from typer.testing import CliRunner
 
 from chexflow import stack
 from chexflow.cli import app
+from chexflow.errors import ChexflowError
+from chexflow.stack import commands, network, postgres, processes, state
 
 runner = CliRunner()
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
@@ -53,22 +55,22 @@ def test_down_with_nothing_started_is_a_no_op(tmp_path: Path) -> None:
 
 def test_busy_port_is_refused_in_one_line(tmp_path: Path) -> None:
     with socket.socket() as busy:
-        busy.bind((stack.HOST, 0))
+        busy.bind((network.HOST, 0))
         busy.listen()
         port = busy.getsockname()[1]
-        args = ["--prefect-port", str(stack.free_port()), "--mlflow-port", str(port)]
+        args = ["--prefect-port", str(network.free_port()), "--mlflow-port", str(port)]
         result = runner.invoke(app, ["up", "--workdir", str(tmp_path), *args])
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0, result.output
     assert f"port {port}" in result.output and "--mlflow-port" in result.output
-    assert not stack.state_path(tmp_path).exists()
+    assert not state.state_path(tmp_path).exists()
 
 
 @pytest.mark.parametrize("db", ["mysql", "postgresql:///nohost"])
 def test_bad_db_is_refused(tmp_path: Path, db: str) -> None:
     result = runner.invoke(app, ["up", "--workdir", str(tmp_path), "--db", db])
     assert result.exit_code == 2 and "--db" in result.output, result.output
-    assert not stack.state_path(tmp_path).exists()
+    assert not state.state_path(tmp_path).exists()
 
 
 def test_status_env_without_a_stack_is_an_error(tmp_path: Path) -> None:
@@ -77,44 +79,45 @@ def test_status_env_without_a_stack_is_an_error(tmp_path: Path) -> None:
 
 
 def test_postgres_urls_are_split_and_redacted() -> None:
-    base, db = stack.split_postgres_url("postgresql://u:s3cret@db.internal:5432/ops")
+    base, db = postgres.split_postgres_url("postgresql://u:s3cret@db.internal:5432/ops")
     assert (base, db) == ("postgresql://u:s3cret@db.internal:5432", "ops")
-    assert stack.split_postgres_url("postgres://u:p@h")[1] == "postgres"
-    assert "s3cret" not in stack.redact("postgresql://u:s3cret@db:5432/x")
-    assert stack.redact("sqlite") == "sqlite"
+    assert postgres.split_postgres_url("postgres://u:p@h")[1] == "postgres"
+    assert "s3cret" not in postgres.redact("postgresql://u:s3cret@db:5432/x")
+    assert postgres.redact("sqlite") == "sqlite"
 
 
 def test_gpu_workers_are_pinned_one_per_device(tmp_path: Path) -> None:
-    specs = stack.worker_specs(stack.StackSettings(tmp_path, gpus=("0", "3"), cpu_workers=1))
-    gpu = [s for s in specs if s[1] == stack.GPU_POOL]
+    specs = commands.worker_specs(stack.StackSettings(tmp_path, gpus=("0", "3"), cpu_workers=1))
+    gpu = [s for s in specs if s[1] == commands.GPU_POOL]
     assert [extra["CUDA_VISIBLE_DEVICES"] for _, _, extra in gpu] == ["0", "3"]
-    assert sum(s[1] == stack.CPU_POOL for s in specs) == 1
-    assert stack.worker_command("w", stack.GPU_POOL)[-2:] == ["--limit", "1"]
+    assert sum(s[1] == commands.CPU_POOL for s in specs) == 1
+    assert commands.worker_command("w", commands.GPU_POOL)[-2:] == ["--limit", "1"]
 
 
 def test_stop_kills_the_whole_tree_and_falls_back_to_sigkill(tmp_path: Path) -> None:
     # A parent that ignores SIGTERM, with a child in the same group.
     script = "trap '' TERM; sleep 300 & wait"
-    service = stack.spawn("stubborn", ["bash", "-c", script], dict(os.environ), tmp_path / "log")
+    command = ["bash", "-c", script]
+    service = processes.spawn("stubborn", command, dict(os.environ), tmp_path / "log")
     time.sleep(0.3)
-    tree = stack.process_tree(service.pid)
+    tree = processes.process_tree(service.pid)
     assert len(tree) >= 2
-    ticks = {pid: stack.start_ticks(pid) for pid in tree}
-    message = stack.stop(service, grace_s=1.0)
+    ticks = {pid: processes.start_ticks(pid) for pid in tree}
+    message = processes.stop(service, grace_s=1.0)
     assert "killed" in message
     # stop() returns only once the kernel has ended them (no sleep here on purpose); the start
     # ticks keep a recycled pid from counting as a survivor.
-    assert not any(stack.is_running(pid, ticks[pid]) for pid in tree)
+    assert not any(processes.is_running(pid, ticks[pid]) for pid in tree)
     with contextlib.suppress(ChildProcessError):  # already reaped by subprocess' cleanup
         os.waitpid(service.pid, 0)
 
 
 def test_pid_reuse_is_not_mistaken_for_a_service(tmp_path: Path) -> None:
-    service = stack.spawn("short", ["true"], dict(os.environ), tmp_path / "log")
+    service = processes.spawn("short", ["true"], dict(os.environ), tmp_path / "log")
     with contextlib.suppress(ChildProcessError):  # already reaped by subprocess' cleanup
         os.waitpid(service.pid, 0)
-    assert not stack.is_running(service.pid, service.start_ticks)
-    assert stack.stop(service).endswith("not running")
+    assert not processes.is_running(service.pid, service.start_ticks)
+    assert processes.stop(service).endswith("not running")
 
 
 # --- real servers ---------------------------------------------------------------------------
@@ -126,10 +129,10 @@ def _postgres_available() -> bool:
     import pwd
 
     try:
-        stack.postgres_bin()
+        postgres.postgres_bin()
         if os.geteuid() == 0:
             pwd.getpwnam("postgres")
-    except (stack.ChexflowError, KeyError):
+    except (ChexflowError, KeyError):
         return False
     return importlib.util.find_spec("psycopg") is not None
 
@@ -169,7 +172,7 @@ def workdir() -> Iterator[Path]:
 def running(workdir: Path) -> Iterator[dict[str, Any]]:
     """`chexflow up` with two GPU workers and one CPU worker; `chexflow down` afterwards."""
     db = "postgres" if _postgres_available() else "sqlite"
-    ports = {"prefect": stack.free_port(), "mlflow": stack.free_port(), "pg": stack.free_port()}
+    ports = {name: network.free_port() for name in ("prefect", "mlflow", "pg")}
     args = ["up", "--workdir", str(workdir / "work"), "--gpu-workers", "2", "--db", db,
             "--prefect-port", str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"]),
             "--pg-port", str(ports["pg"])]  # fmt: skip
@@ -425,7 +428,7 @@ def test_ui_pages_render_in_headless_chromium(swept: dict[str, Any], tmp_path: P
 @pytest.mark.slow
 def test_up_cold_and_warm_on_sqlite_then_down_frees_everything(tmp_path: Path) -> None:
     work = tmp_path / "work"
-    ports = [stack.free_port(), stack.free_port()]
+    ports = [network.free_port(), network.free_port()]
     args = ["up", "--workdir", str(work), "--prefect-port", str(ports[0]),
             "--mlflow-port", str(ports[1]), "--gpu-workers", "0", "--cpu-workers", "0"]  # fmt: skip
     timings = []
@@ -434,9 +437,9 @@ def test_up_cold_and_warm_on_sqlite_then_down_frees_everything(tmp_path: Path) -
         result = _cli(*args)
         timings.append(time.monotonic() - started)
         assert result.returncode == 0, result.stdout + result.stderr
-        state = stack.StackState.load(stack.state_path(work))
-        assert state is not None
-        pids = [pid for s in state.services for pid in stack.process_tree(s.pid)]
+        recorded = stack.StackState.load(state.state_path(work))
+        assert recorded is not None
+        pids = [pid for s in recorded.services for pid in processes.process_tree(s.pid)]
         again = _cli(*args)
         assert again.returncode == 0 and "already running" in again.stdout
         down = _cli("down", "--workdir", str(work))
@@ -448,11 +451,11 @@ def test_up_cold_and_warm_on_sqlite_then_down_frees_everything(tmp_path: Path) -
 def _assert_gone(pids: list[int], ports: list[int]) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (
-        any(stack.is_running(p) for p in pids) or not all(map(stack.port_is_free, ports))
+        any(processes.is_running(p) for p in pids) or not all(map(network.port_is_free, ports))
     ):
         time.sleep(0.2)
-    assert not [p for p in pids if stack.is_running(p)]
-    assert all(stack.port_is_free(p) for p in ports)
+    assert not [p for p in pids if processes.is_running(p)]
+    assert all(network.port_is_free(p) for p in ports)
 
 
 @pytest.mark.slow
@@ -460,11 +463,11 @@ def test_down_stops_every_process_and_frees_the_ports(
     running: dict[str, Any], swept: dict[str, Any]
 ) -> None:
     # Runs last in this module (pytest keeps file order); the fixture's down is then a no-op.
-    state = stack.StackState.load(stack.state_path(running["work"]))
-    assert state is not None
-    pids = [pid for s in state.services for pid in stack.process_tree(s.pid)]
+    recorded = stack.StackState.load(state.state_path(running["work"]))
+    assert recorded is not None
+    pids = [pid for s in recorded.services for pid in processes.process_tree(s.pid)]
     result = _cli("down", "--workdir", str(running["work"]))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("stopped") + result.stdout.count("killed") == len(state.services)
+    assert result.stdout.count("stopped") + result.stdout.count("killed") == len(recorded.services)
     _assert_gone(pids, list(running["ports"].values()))
-    assert not stack.state_path(running["work"]).exists()
+    assert not state.state_path(running["work"]).exists()
