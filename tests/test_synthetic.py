@@ -12,17 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chexflow.data import synthetic
+from chexflow.data import radiograph, synthetic
 from chexflow.data.labels import CHEXPERT_COLUMNS, OBSERVATIONS, PATHOLOGIES
-from chexflow.data.synthetic import (
-    SYNTH_PREFIX,
+from chexflow.data.radiograph import (
     Anatomy,
     View,
     render_radiograph,
     sample_anatomy,
     vary_anatomy,
-    write_synthetic,
 )
+from chexflow.data.synthetic import SYNTH_PREFIX, write_synthetic
 from chexflow.errors import DataError
 
 PATIENTS = 30
@@ -320,7 +319,7 @@ def test_edema_is_bilateral_and_consolidation_focal() -> None:
         focus = render({"Consolidation": 1.0}, seed) - render({}, seed)
         assert (focus > 0.05).mean() < (edema > 0.05).mean()  # focal, not diffuse
         assert focus.max() > edema.max()  # and denser
-        if len(synthetic._draw_layout(np.random.default_rng(seed), 64).foci) == 1:
+        if len(radiograph._draw_layout(np.random.default_rng(seed), 64).foci) == 1:
             sides = sorted(
                 [region(focus, (-1, 0), (-1, 1)).sum(), region(focus, (0, 1), (-1, 1)).sum()]
             )
@@ -330,7 +329,7 @@ def test_edema_is_bilateral_and_consolidation_focal() -> None:
 def test_atelectasis_lifts_a_hemidiaphragm() -> None:
     for seed in range(4):
         rng = np.random.default_rng(seed)
-        side = synthetic._draw_layout(rng, 64).atelectasis_side
+        side = radiograph._draw_layout(rng, 64).atelectasis_side
         diff = render({"Atelectasis": 1.0}, seed) - render({}, seed)
         near, far = (0.2, 0.7), (-0.7, -0.2)
         if side < 0:
