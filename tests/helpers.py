@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 # One epoch of a tiny timm model on 32 px images: the fastest real run of every flow.
 TINY = [
     "data.image_size=32",
@@ -18,3 +21,15 @@ TINY = [
 def set_args(*overrides: str) -> list[str]:
     """``--set`` arguments for the CLI: TINY followed by ``overrides``."""
     return [arg for item in [*TINY, *overrides] for arg in ("--set", item)]
+
+
+def chromium() -> str | None:
+    """The headless browser the page-rendering tests use, if installed (CI installs it)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium_command(browser: str, profile: Path, *args: str) -> list[str]:
+    """A headless, offline Chromium run with its own profile directory."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    return [browser, *flags, f"--user-data-dir={profile}", *args]

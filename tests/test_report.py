@@ -7,7 +7,6 @@ import copy
 import json
 import math
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import chromium, chromium_command
 
 from chexflow.analysis.run_analysis import analyse_embeddings
 from chexflow.comparison import RunRecord
@@ -442,36 +442,17 @@ def test_hedge_words_are_chosen_by_the_call(two_runs_report) -> None:
 # ---------------------------------------------------------------- the page in a browser
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.skipif(
-    _chromium() is None,
+    chromium() is None,
     reason="chromium is not installed (apt-get install chromium enables this check)",
 )
 def test_html_renders_offline_in_headless_chromium(two_runs_report, tmp_path: Path) -> None:
     _comparison, _markdown, _html, out = two_runs_report
     png = tmp_path / "page.png"
-    subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={png}",
-            "--window-size=1280,2000",
-            (out / "report.html").resolve().as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    page = (out / "report.html").resolve().as_uri()
+    args = (f"--screenshot={png}", "--window-size=1280,2000", page)
+    command = chromium_command(str(chromium()), tmp_path / "profile", *args)
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import chromium, chromium_command
 from typer.testing import CliRunner
 
 from chexflow import stack
@@ -384,22 +385,9 @@ def test_small_flow_run_latency_through_a_worker(swept: dict[str, Any], prefect_
     print(f"\ncompare deployment trigger→completed: {took:.1f} s (created→running {queued:.1f} s)")
 
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--virtual-time-budget=20000",
-    "--window-size=1280,800",
-]
-
-
 @pytest.mark.slow
 def test_ui_pages_render_in_headless_chromium(swept: dict[str, Any], tmp_path: Path) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    browser = chromium()
     if not browser:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
     prefect_ui = swept["env"]["PREFECT_API_URL"].removesuffix("/api")
@@ -409,14 +397,15 @@ def test_ui_pages_render_in_headless_chromium(swept: dict[str, Any], tmp_path: P
                                "chexpert-label-fractions"),
     }  # fmt: skip
     for name, (url, expected) in pages.items():
-        profile = f"--user-data-dir={tmp_path / ('profile-' + name)}"
+        profile = tmp_path / f"profile-{name}"
         shot = tmp_path / f"{name}.png"
+        page = ("--virtual-time-budget=20000", "--window-size=1280,800")
         dom = subprocess.run(
-            [browser, *CHROMIUM_FLAGS, profile, "--dump-dom", url],
+            chromium_command(browser, profile, *page, "--dump-dom", url),
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         subprocess.run(
-            [browser, *CHROMIUM_FLAGS, profile, f"--screenshot={shot}", url],
+            chromium_command(browser, profile, *page, f"--screenshot={shot}", url),
             capture_output=True, timeout=120, check=False,
         )  # fmt: skip
         assert shot.exists() and shot.stat().st_size > 10_000, name
