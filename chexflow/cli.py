@@ -132,11 +132,7 @@ def finetune(
     """Fine-tune one label fraction and log it to MLflow."""
     if not 0 < fraction <= 1:
         raise ChexflowError(f"--fraction {fraction}: must lie in (0, 1]")
-    cfg = _load_config(config, set_)
-    _require_dir(data, "--data")
-    _check_run_inputs(cfg, workdir)
-    configure_environment(workdir)
-    api_started = _start_prefect_api()
+    cfg, api_started = _prepare_training(config, set_, data, workdir)
     from flows.finetune import finetune as finetune_flow
 
     result = _run_flow(
@@ -164,11 +160,7 @@ def sweep(
     seed_list = check_seeds(parse_list(seeds, int, "--seeds"))
     if dispatch not in ("local", "deployment"):
         raise ChexflowError(f"--dispatch {dispatch!r}: expected local or deployment")
-    cfg = _load_config(config, set_)
-    _require_dir(data, "--data")
-    _check_run_inputs(cfg, workdir)
-    configure_environment(workdir)
-    api_started = _start_prefect_api()
+    cfg, api_started = _prepare_training(config, set_, data, workdir)
     from flows.sweep import sweep as sweep_flow
 
     result = _run_flow(
@@ -247,6 +239,17 @@ def demo(
         str(workdir),
     )
     _print_sweep(result, workdir)
+
+
+def _prepare_training(
+    config: Path | None, overrides: list[str] | None, data: Path, workdir: Path
+) -> tuple[Any, Callable[[], None]]:
+    """Check a training command's input, then start the local API: (config, api_started)."""
+    cfg = _load_config(config, overrides)
+    _require_dir(data, "--data")
+    _check_run_inputs(cfg, workdir)
+    configure_environment(workdir)
+    return cfg, _start_prefect_api()
 
 
 def _check_run_inputs(cfg: Any, workdir: Path) -> None:
