@@ -7,8 +7,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
+
+from chexflow.analysis.bootstrap import cluster_weights, patient_codes, percentile_interval, unit_of
+from chexflow.data.labels import EVAL_CLASSES, column_of
 
 CI_LEVEL = 0.95
 # Bootstrap draws are processed in chunks of about this many (resample, image) cells.
@@ -80,6 +84,36 @@ def _undefined_reason(n_pos: int, n_neg: int) -> str | None:
     return "no positive images" if not n_pos else "no negative images"
 
 
+def weighted_auroc(
+    bins: list[np.ndarray],
+    n_bins: list[int],
+    pos: np.ndarray,
+    neg: np.ndarray,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """AUROC per resample and class ``[rows, c]`` from image count weights ``[rows, n]``.
+
+    ``bins[j]`` is each image's rank among the distinct scores of class j; a resample's
+    positive and negative weights per distinct score give its exact Mann–Whitney AUROC.
+    """
+    b = len(weights)
+    out = np.full((b, pos.shape[1]), np.nan)
+    rows = np.arange(b)[:, None]
+    for j in range(pos.shape[1]):
+        size = n_bins[j]
+        flat = (rows * size + bins[j][None, :]).ravel()
+        pos_w = np.bincount(flat, (weights * pos[:, j]).ravel(), minlength=b * size)
+        neg_w = np.bincount(flat, (weights * neg[:, j]).ravel(), minlength=b * size)
+        out[:, j] = auroc_from_counts(pos_w.reshape(b, size), neg_w.reshape(b, size))
+    return out
+
+
+def score_bins(probs: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+    """Per class, each image's index among the distinct scores, and how many there are."""
+    uniques = [np.unique(probs[:, j], return_inverse=True) for j in range(probs.shape[1])]
+    return [inv.reshape(-1) for _, inv in uniques], [len(u) for u, _ in uniques]
+
+
 def _bootstrap(
     bins: list[np.ndarray],
     n_bins: list[int],
@@ -87,33 +121,91 @@ def _bootstrap(
     neg: np.ndarray,
     n_bootstrap: int,
     seed: int,
+    codes: np.ndarray,
 ) -> np.ndarray:
-    """AUROC per resample and class, `[n_bootstrap, c]`; images resampled jointly."""
-    n, c = pos.shape
-    rng = np.random.default_rng(seed)
-    out = np.full((n_bootstrap, c), np.nan)
+    """AUROC per resample and class, `[n_bootstrap, c]`; patients resampled jointly."""
+    n = pos.shape[0]
     step = max(1, _CHUNK_CELLS // max(n, 1))
-    for start in range(0, n_bootstrap, step):
-        b = min(step, n_bootstrap - start)
-        draws = rng.integers(0, n, size=(b, n))
-        for j in range(c):
-            size = n_bins[j]
-            flat = (np.arange(b)[:, None] * size + bins[j][draws]).ravel()
-            pos_w = np.bincount(flat, pos[draws, j].ravel(), minlength=b * size)
-            neg_w = np.bincount(flat, neg[draws, j].ravel(), minlength=b * size)
-            out[start : start + b, j] = auroc_from_counts(
-                pos_w.reshape(b, size), neg_w.reshape(b, size)
-            )
-    return out
+    parts = [
+        weighted_auroc(bins, n_bins, pos, neg, w)
+        for w in cluster_weights(codes, n_bootstrap, seed, max_rows=step)
+    ]
+    return np.concatenate(parts) if parts else np.empty((0, pos.shape[1]))
 
 
-def _interval(samples: np.ndarray) -> tuple[float | None, float | None]:
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return None, None
-    tail = 100 * (1 - CI_LEVEL) / 2
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return float(low), float(high)
+def label_values(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """Raw label cells ``[n, c]`` of ``classes`` (1, 0, −1; NaN for blank)."""
+    return (
+        np.stack(
+            [
+                pd.to_numeric(frame[column_of(c)], errors="coerce").to_numpy(np.float64)
+                for c in classes
+            ],
+            axis=1,
+        )
+        if len(classes)
+        else np.empty((len(frame), 0))
+    )
+
+
+def certain_membership(values: np.ndarray) -> tuple[list[tuple[str, ...]], list[str | None]]:
+    """Positive sets and single-label classes of ``EVAL_CLASSES`` by the certain-label rule.
+
+    ``values`` are the raw cells of ``EVAL_CLASSES`` (``label_values``). An image is a
+    positive of c when its cell is 1; it is single-label c (it joins the cluster
+    metrics as c) when c is its only positive and none of the other classes is
+    uncertain (−1): an uncertain class leaves its membership unknown, as it leaves the
+    image out of that class's AUROC.
+    """
+    positive = values == 1.0
+    uncertain = values == -1.0
+    positives = [tuple(c for c, p in zip(EVAL_CLASSES, row, strict=True) if p) for row in positive]
+    exclusive = [
+        p[0] if len(p) == 1 and not u.any() else None
+        for p, u in zip(positives, uncertain, strict=True)
+    ]
+    return positives, exclusive
+
+
+def evaluation_columns(
+    values: np.ndarray, probs: np.ndarray, head_classes: Sequence[str]
+) -> dict[str, list[Any]]:
+    """Per-image columns the comparison re-scores from: ``uncertain`` (``A|B``), the raw
+    labels ``label/<class>`` of ``EVAL_CLASSES`` and the head's ``prob/<class>``."""
+    columns: dict[str, list[Any]] = {
+        "uncertain": [
+            "|".join(c for c, u in zip(EVAL_CLASSES, row, strict=True) if u)
+            for row in values == -1.0
+        ]
+    }
+    for j, c in enumerate(EVAL_CLASSES):
+        columns[f"label/{c}"] = values[:, j].tolist()
+    for j, c in enumerate(head_classes):
+        columns[f"prob/{c}"] = np.asarray(probs[:, j], dtype=np.float64).tolist()
+    return columns
+
+
+def certain_labels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluation targets on certain labels only, whatever the training policy.
+
+    Args:
+        values: raw CheXpert cells ``[n, c]``: 1 positive, 0 negative, -1 uncertain,
+            NaN blank (not mentioned).
+
+    Returns:
+        ``targets`` (1 where the cell is 1), ``mask`` (0 where it is -1: left out of that
+        class's evaluation; blank counts as negative) and ``uncertain`` (bool), all
+        ``[n, c]``; targets and mask float32.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    uncertain = values == -1.0
+    targets = (values == 1.0).astype(np.float32)
+    mask = (~uncertain).astype(np.float32)
+    return targets, mask, uncertain
+
+
+def _interval(value: float, samples: np.ndarray) -> tuple[float | None, float | None]:
+    return percentile_interval(value, samples, CI_LEVEL)
 
 
 def _row_means(values: np.ndarray) -> np.ndarray:
@@ -130,25 +222,37 @@ def auroc_table(
     class_names: Sequence[str],
     n_bootstrap: int = 200,
     seed: int = 0,
+    *,
+    patients: Sequence[object] | None = None,
 ) -> dict[str, Any]:
-    """Per-class AUROC with percentile bootstrap 95% CIs over images.
+    """Per-class AUROC with 95% percentile intervals from a patient (cluster) bootstrap.
 
-    Masked entries (mask 0) are left out of their class. A class without both positive
-    and negative labels is reported with `defined: False` and a reason. `mean` averages
-    the defined classes; its CI comes from the per-resample mean of those classes.
-    `n_bootstrap=0` gives point estimates with `None` intervals.
+    Masked entries (mask 0) are left out of their class: evaluate on certain labels by
+    building ``targets``/``mask`` with ``certain_labels`` (−1 masked, whatever the
+    training policy). A class without both positive and negative labels is reported
+    with `defined: False` and a reason. `mean` averages the defined classes; its CI comes
+    from the per-resample mean of those classes. `n_bootstrap=0` gives point estimates
+    with `None` intervals. Intervals always contain their value.
+
+    Args:
+        patients: patient id per image; resamples draw patients with replacement and
+            keep all their images (``None``: every image its own patient).
+
+    Returns:
+        ``classes`` {name: auroc, ci_low, ci_high, n_pos, n_neg, n_uncertain_excluded,
+        n_pos_patients, defined, reason}, ``mean``, ``mean_ci_low``, ``mean_ci_high``,
+        ``n``, ``n_patients``, ``bootstrap`` {resamples, seed, unit, method}.
     """
     probs, targets, mask = (np.asarray(a, dtype=np.float64) for a in (probs, targets, mask))
     if not probs.shape == targets.shape == mask.shape or probs.ndim != 2:
         raise ValueError(f"shapes differ: {probs.shape}, {targets.shape}, {mask.shape}")
     if probs.shape[1] != len(class_names):
         raise ValueError(f"{probs.shape[1]} columns for {len(class_names)} class names")
+    codes = patient_codes(patients, len(probs))
     labelled = mask > 0
     pos = (labelled & (targets > 0.5)).astype(np.float64)
     neg = (labelled & (targets <= 0.5)).astype(np.float64)
-    uniques = [np.unique(probs[:, j], return_inverse=True) for j in range(probs.shape[1])]
-    bins = [inv.reshape(-1) for _, inv in uniques]
-    n_bins = [len(u) for u, _ in uniques]
+    bins, n_bins = score_bins(probs)
     point = np.array(
         [
             auroc_from_counts(
@@ -159,7 +263,7 @@ def auroc_table(
         ]
     )
     boot = (
-        _bootstrap(bins, n_bins, pos, neg, n_bootstrap, seed)
+        _bootstrap(bins, n_bins, pos, neg, n_bootstrap, seed, codes)
         if n_bootstrap > 0 and len(probs)
         else np.empty((0, len(class_names)))
     )
@@ -167,23 +271,32 @@ def auroc_table(
     for j, name in enumerate(class_names):
         n_pos, n_neg = int(pos[:, j].sum()), int(neg[:, j].sum())
         reason = _undefined_reason(n_pos, n_neg)
-        low, high = _interval(boot[:, j]) if reason is None else (None, None)
+        low, high = _interval(point[j], boot[:, j]) if reason is None else (None, None)
         classes[name] = {
             "auroc": float(point[j]) if reason is None else None,
             "ci_low": low,
             "ci_high": high,
             "n_pos": n_pos,
             "n_neg": n_neg,
+            "n_uncertain_excluded": int((~labelled[:, j]).sum()),
+            "n_pos_patients": len(np.unique(codes[pos[:, j] > 0])),
             "defined": reason is None,
             "reason": reason,
         }
     defined = [j for j, name in enumerate(class_names) if classes[name]["defined"]]
     mean = float(point[defined].mean()) if defined else None
-    mean_low, mean_high = _interval(_row_means(boot[:, defined])) if defined else (None, None)
+    mean_low, mean_high = _interval(mean, _row_means(boot[:, defined])) if defined else (None, None)
     return {
         "classes": classes,
         "mean": mean,
         "mean_ci_low": mean_low,
         "mean_ci_high": mean_high,
         "n": len(probs),
+        "n_patients": len(np.unique(codes)) if len(codes) else 0,
+        "bootstrap": {
+            "resamples": n_bootstrap,
+            "seed": seed,
+            "unit": unit_of(codes),
+            "method": "percentile, cluster bootstrap over patients",
+        },
     }

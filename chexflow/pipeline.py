@@ -21,10 +21,8 @@ from pydantic import BaseModel
 
 from chexflow.config import DataConfig, ModelConfig, TrainConfig, fingerprint
 from chexflow.data.chexpert import (
-    exclusive_labels,
     find_dataset_root,
     label_targets,
-    positive_sets,
     read_split,
 )
 from chexflow.data.dataset import ChexpertImages, data_fingerprint, load_images, make_loader
@@ -335,7 +333,13 @@ def evaluate_and_embed(
     import torch
 
     from chexflow.embed import predict_and_embed, save_embeddings
-    from chexflow.evaluation import auroc_table
+    from chexflow.evaluation import (
+        auroc_table,
+        certain_labels,
+        certain_membership,
+        evaluation_columns,
+        label_values,
+    )
     from chexflow.models import create_model, head_classes
     from chexflow.train import seed_everything, select_device
 
@@ -359,15 +363,23 @@ def evaluate_and_embed(
     out_dir = Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=Path(workdir) / "outputs" / key))
     # One pass for both (bench/bench_scaling.py: half the time of predict + embed).
     probs, targets, mask, features = predict_and_embed(model, loader, device, progress=progress)
-    auroc = auroc_table(probs, targets, mask, classes, train_cfg.bootstrap, seed=prepared.seed)
-    positives = positive_sets(frame)
+    # Evaluation uses certain labels only (1 / 0-or-blank; -1 left out), whatever the
+    # training policy, and resamples patients (docs/METRICS.md).
+    targets, mask, _ = certain_labels(label_values(frame, classes))
+    auroc = auroc_table(
+        probs, targets, mask, classes, train_cfg.bootstrap, seed=prepared.seed,
+        patients=frame["patient"].tolist(),
+    )
+    values = label_values(frame, EVAL_CLASSES)
+    positives, exclusive = certain_membership(values)
     table = pd.DataFrame(
         {
             "path": frame["path"],
             "patient": frame["patient"],
             "view": frame["view"],
             "positives": ["|".join(p) for p in positives],
-            "exclusive": [e or "" for e in exclusive_labels(frame)],
+            "exclusive": [e or "" for e in exclusive],
+            **evaluation_columns(values, probs, classes),
         }
     )
     embeddings_dir = out_dir / "embeddings"
@@ -377,6 +389,7 @@ def evaluate_and_embed(
         "fraction": prepared.fraction if trained is not None else 0.0,
         "seed": prepared.seed,
         "training_fingerprint": key,
+        "label_policy": dict(data_cfg.label_policy),
     }
     save_embeddings(embeddings_dir, features, table, meta)
     (out_dir / "evaluation.json").write_text(json.dumps(auroc, indent=2))
@@ -393,7 +406,10 @@ def analyse_run(
     features, table, _meta = load_embeddings(Path(embeddings_dir))
     positives = [tuple(p.split("|")) if p else () for p in table["positives"].fillna("")]
     exclusive = [e or None for e in table["exclusive"].fillna("")]
-    result = analyse_embeddings(features, positives, exclusive, analysis_cfg, seed=seed)
+    patients = table["patient"].astype(str).tolist()
+    result = analyse_embeddings(
+        features, positives, exclusive, analysis_cfg, seed=seed, patients=patients
+    )
     write_analysis(result, Path(output_dir), title)
     return Analysed(
         output_dir=str(output_dir),

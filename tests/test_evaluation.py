@@ -93,3 +93,58 @@ def test_predict_returns_probabilities_and_restores_mode() -> None:
         expected = torch.sigmoid(model(data.tensors[0])).numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-6)
     assert model.training
+
+
+# ---------------------------------------------------------------- certain labels, patients
+
+
+def test_an_uncertain_label_never_enters_an_auroc() -> None:
+    """−1 is left out of its class whatever the training policy; blank is a negative."""
+    from chexflow.evaluation import certain_labels
+
+    values = np.array([[1.0], [1.0], [-1.0], [-1.0], [0.0], [np.nan], [0.0]])
+    # The uncertain images score highest: counted as positives (U-Ones) they would raise
+    # the AUROC, as negatives (U-Zeros) lower it; left out, it is exactly 5/6.
+    probs = np.array([[0.6], [0.3], [0.9], [0.95], [0.5], [0.2], [0.1]], dtype=np.float32)
+    targets, mask, uncertain = certain_labels(values)
+    table = auroc_table(probs, targets, mask, ("A",), n_bootstrap=0)
+    row = table["classes"]["A"]
+    assert (row["n_pos"], row["n_neg"], row["n_uncertain_excluded"]) == (2, 3, 2)
+    assert row["auroc"] == pytest.approx(5 / 6)
+    assert uncertain[:, 0].tolist() == [False, False, True, True, False, False, False]
+
+
+def test_certain_membership_leaves_images_with_an_uncertain_class_out_of_single_label() -> None:
+    from chexflow.data.labels import EVAL_CLASSES
+    from chexflow.evaluation import certain_membership
+
+    values = np.full((3, len(EVAL_CLASSES)), np.nan)
+    values[:, 0] = 1.0  # Atelectasis positive in all three
+    values[1, 3] = -1.0  # the second is uncertain for Edema
+    values[2, 2] = 1.0  # the third is also Consolidation
+    positives, exclusive = certain_membership(values)
+    assert exclusive == ["Atelectasis", None, None]
+    assert positives[2] == ("Atelectasis", "Consolidation")
+
+
+def test_patients_with_correlated_images_give_wider_intervals() -> None:
+    """Each patient's 5 images share one score: 60 patients, not 300 independent images."""
+    rng = np.random.default_rng(0)
+    n_patients, per = 60, 5
+    label = rng.random(n_patients) < 0.4
+    score = rng.normal(size=n_patients) + label
+    probs = np.repeat(score, per)[:, None].astype(np.float32)
+    targets = np.repeat(label, per)[:, None].astype(np.float32)
+    mask = np.ones_like(targets)
+    patients = np.repeat(np.arange(n_patients), per)
+    by_image = auroc_table(probs, targets, mask, ("A",), 400, seed=1)
+    by_patient = auroc_table(probs, targets, mask, ("A",), 400, seed=1, patients=patients)
+    width = {
+        name: t["classes"]["A"]["ci_high"] - t["classes"]["A"]["ci_low"]
+        for name, t in (("image", by_image), ("patient", by_patient))
+    }
+    assert by_patient["bootstrap"]["unit"] == "patient" and by_image["bootstrap"]["unit"] == "image"
+    assert by_patient["classes"]["A"]["auroc"] == by_image["classes"]["A"]["auroc"]
+    assert width["patient"] > 1.6 * width["image"]  # ≈ √5 for perfectly correlated images
+    low, high = by_patient["classes"]["A"]["ci_low"], by_patient["classes"]["A"]["ci_high"]
+    assert low <= by_patient["classes"]["A"]["auroc"] <= high
