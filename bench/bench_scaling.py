@@ -169,7 +169,7 @@ def training_fraction(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
     root = write_synthetic(workdir / "data", args.patients, args.image_size, 0, progress=False)
     data_cfg = DataConfig(image_size=args.image_size)
     model_cfg = ModelConfig(name=args.model)
-    train_cfg = TrainConfig(epochs=1, batch_size=32, bootstrap=0, device="cpu")
+    train_cfg = TrainConfig(epochs=1, batch_size=32, bootstrap=1, device="cpu")
     # Warm-up: fills the image cache with every image, so each fraction times its own work.
     prepared = pipeline.prepare_data(root, data_cfg, 1.0, 0, workdir / "warm")
     pipeline.train_model(prepared, data_cfg, model_cfg, train_cfg, workdir / "warm", progress=False)

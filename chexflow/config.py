@@ -9,13 +9,49 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from chexflow.data.labels import DEFAULT_POLICY, EVAL_CLASSES, LabelPolicy
 from chexflow.errors import ConfigError
+
+SEED_MAX = 2**32 - 1  # numpy's RandomState (openTSNE, scikit-learn) takes seeds below 2**32
+
+
+def _no_bool(value: Any) -> Any:
+    """Refuse ``true``/``false`` where a number is expected (pydantic would read 1.0/0.0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+# Strict types: a YAML or --set value is never coerced (``train.epochs=true`` is not 1,
+# ``"3"`` is not 3). Floats still accept ints and numeric strings (YAML reads ``1e-3``
+# as a string), but never booleans, NaN or infinities. Bounds sit in the item types so
+# that the JSON schema (Prefect's parameter form) carries them.
+Int = Annotated[int, Field(strict=True)]
+Bool = Annotated[bool, Field(strict=True)]
+Float = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_no_bool)]
+Seed = Annotated[int, Field(strict=True, ge=0, le=SEED_MAX)]
+Perplexity = Annotated[
+    float, Field(gt=0, le=10_000, allow_inf_nan=False), BeforeValidator(_no_bool)
+]
+
+
+def _unique(name: str, values: list[Any]) -> list[Any]:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{name} repeated: {repeated}; list each value once")
+    return values
 
 
 class _Section(BaseModel):
@@ -25,8 +61,8 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which images are used and how they are labelled and split."""
 
-    image_size: int = Field(128, ge=16, le=1024, description="Square input size in pixels.")
-    frontal_only: bool = Field(True, description="Keep frontal views only.")
+    image_size: Int = Field(128, ge=16, le=1024, description="Square input size in pixels.")
+    frontal_only: Bool = Field(True, description="Keep frontal views only.")
     view: Literal["any", "AP", "PA"] = Field("any", description="AP/PA filter on frontal views.")
     label_policy: dict[str, LabelPolicy] = Field(
         default_factory=lambda: dict(DEFAULT_POLICY),
@@ -35,15 +71,20 @@ class DataConfig(_Section):
     eval_source: Literal["holdout", "valid", "both"] = Field(
         "holdout", description="Evaluation set: patients held out of train.csv, valid.csv, or both."
     )
-    holdout_fraction: float = Field(
+    holdout_fraction: Float = Field(
         0.15, gt=0, lt=0.5, description="Share of train.csv patients held out for evaluation."
     )
-    val_fraction: float = Field(
+    val_fraction: Float = Field(
         0.05, gt=0, lt=0.5, description="Share of train.csv patients held out for epoch selection."
     )
-    split_seed: int = Field(0, description="Seed of the fixed hold-out split (same for all runs).")
-    min_class_count: int = Field(
-        1, ge=0, description="Each class must have at least this many positives in a fraction."
+    split_seed: Int = Field(
+        0, ge=0, le=SEED_MAX, description="Seed of the fixed hold-out split (same for all runs)."
+    )
+    min_class_count: Int = Field(
+        1,
+        ge=0,
+        le=100_000,
+        description="Each class must have at least this many positives in a fraction.",
     )
     cache_dir: Path | None = Field(
         None, description="Preprocessed-image cache; default <workdir>/cache."
@@ -62,45 +103,67 @@ class ModelConfig(_Section):
     """The timm backbone and how it is initialised."""
 
     name: str = Field("resnet18", description="Any timm model name.")
-    pretrained: bool = Field(False, description="Load timm hub weights (needs the hub or a cache).")
+    pretrained: Bool = Field(False, description="Load timm hub weights (needs the hub or a cache).")
     init_checkpoint: Path | None = Field(
         None, description="Local .safetensors or .pt state dict to initialise the backbone from."
     )
-    include_normal: bool = Field(False, description="Add a No Finding output to the head.")
-    linear_probe: bool = Field(False, description="Freeze the backbone; train the head only.")
-    drop_rate: float = Field(0.0, ge=0, lt=1)
+    init_strict: Bool = Field(
+        True,
+        description="Refuse an init_checkpoint that leaves backbone tensors missing or has "
+        "unexpected ones; false loads it anyway and records the counts as run tags.",
+    )
+    include_normal: Bool = Field(False, description="Add a No Finding output to the head.")
+    linear_probe: Bool = Field(False, description="Freeze the backbone; train the head only.")
+    drop_rate: Float = Field(0.0, ge=0, lt=1)
 
 
 class TrainConfig(_Section):
     """Optimisation and evaluation of one fine-tuning run."""
 
-    epochs: int = Field(5, ge=1, le=1000)
-    batch_size: int = Field(32, ge=1, le=4096)
-    lr: float = Field(1e-3, gt=0, lt=10)
-    weight_decay: float = Field(1e-4, ge=0)
-    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="Share of steps for LR warm-up.")
-    grad_clip: float | None = Field(1.0, gt=0, description="Max gradient norm; null disables.")
-    pos_weight: bool = Field(False, description="Weight positives by the negative/positive ratio.")
-    early_stopping_patience: int | None = Field(None, ge=1)
+    epochs: Int = Field(5, ge=1, le=1000)
+    batch_size: Int = Field(32, ge=1, le=4096)
+    lr: Float = Field(1e-3, gt=0, lt=10)
+    weight_decay: Float = Field(1e-4, ge=0, le=1)
+    warmup_fraction: Float = Field(0.1, ge=0, lt=1, description="Share of steps for LR warm-up.")
+    grad_clip: Float | None = Field(
+        1.0, gt=0, le=1e6, description="Max gradient norm; null disables."
+    )
+    pos_weight: Bool = Field(False, description="Weight positives by the negative/positive ratio.")
+    early_stopping_patience: Int | None = Field(None, ge=1, le=1000)
     device: Literal["auto", "cpu", "cuda"] = Field("auto")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
-    channels_last: bool = Field(True, description="channels-last memory format on CUDA.")
-    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
-    bootstrap: int = Field(200, ge=0, le=100_000, description="Bootstrap resamples for AUROC CIs.")
+    amp: Bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
+    channels_last: Bool = Field(True, description="channels-last memory format on CUDA.")
+    num_workers: Int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
+    bootstrap: Int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="Bootstrap resamples (by patient) for the AUROC 95% intervals; at least 1.",
+    )
 
 
 class AnalysisConfig(_Section):
     """Projection and cluster metrics on the evaluation embeddings."""
 
-    tsne_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    perplexities: list[float] = Field(default_factory=lambda: [30.0], min_length=1)
-    pca_dims: int = Field(50, ge=2)
-    early_exaggeration: float = Field(12.0, gt=0)
-    knn_k: int = Field(15, ge=1, le=500)
-    kmeans_seeds: int = Field(5, ge=1, le=100)
-    bootstrap: int = Field(200, ge=0, le=100_000)
-    max_faithfulness_points: int = Field(5000, ge=100)
-    umap: bool = Field(False, description="Also compute UMAP (needs the umap extra).")
+    tsne_seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
+    perplexities: list[Perplexity] = Field(
+        default_factory=lambda: [30.0],
+        min_length=1,
+        max_length=100,
+        description="t-SNE perplexities (> 0; openTSNE lowers one above (n - 1) / 3).",
+    )
+    pca_dims: Int = Field(50, ge=2, le=4096)
+    early_exaggeration: Float = Field(12.0, gt=0, le=1000)
+    knn_k: Int = Field(15, ge=1, le=500)
+    kmeans_seeds: Int = Field(5, ge=1, le=100)
+    bootstrap: Int = Field(200, ge=0, le=100_000, description="Resamples; 0: no intervals.")
+    max_faithfulness_points: Int = Field(5000, ge=100, le=1_000_000)
+    umap: Bool = Field(False, description="Also compute UMAP (needs the umap extra).")
+
+    @field_validator("tsne_seeds", "perplexities")
+    @classmethod
+    def _each_once(cls, values: list[Any], info: Any) -> list[Any]:
+        return _unique(info.field_name, values)
 
 
 class TrackingConfig(_Section):
@@ -108,7 +171,39 @@ class TrackingConfig(_Section):
 
     experiment: str = Field("chexpert-label-fractions", min_length=1)
     registered_model: str = Field("chexpert-finetune", min_length=1)
-    register_models: bool = Field(True, description="Register each fine-tuned model version.")
+    register_models: Bool = Field(True, description="Register each fine-tuned model version.")
+
+    @field_validator("experiment")
+    @classmethod
+    def _mlflow_experiment_name(cls, name: str) -> str:
+        return _mlflow_check("_validate_experiment_name", name)
+
+    @field_validator("registered_model")
+    @classmethod
+    def _mlflow_model_name(cls, name: str) -> str:
+        return _mlflow_check("_validate_model_name", name)
+
+
+def _mlflow_check(validator: str, name: str) -> str:
+    """Run MLflow's own name validator (``mlflow.utils.validation``) on ``name``.
+
+    Imported here, not at module level: the config must load without importing MLflow,
+    and only non-default names are validated (pydantic skips defaults).
+    """
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils import validation
+    except ImportError:  # the library without MLflow: names are checked by the server
+        return name
+    check = getattr(validation, validator, None)
+    if check is None:  # renamed in another MLflow version: the server still checks
+        return name
+    try:
+        check(name)
+    except MlflowException as exc:
+        shown = name if len(name) <= 60 else f"{name[:57]}..."
+        raise ValueError(f"MLflow refuses {shown!r}: {exc.message}") from None
+    return name
 
 
 class ChexflowConfig(_Section):
@@ -127,15 +222,46 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
+class RepeatedKeyError(yaml.MarkedYAMLError):
+    """A mapping names the same key twice (PyYAML would keep the last silently)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping, at any depth."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise RepeatedKeyError(
+                    problem=f"key {key!r} is repeated (first on line "
+                    f"{seen[key].start_mark.line + 1})",
+                    problem_mark=key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also refuses repeated keys (raises ``yaml.YAMLError``)."""
+    loader = UniqueKeyLoader(text)  # what yaml.load does, with a SafeLoader subclass
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Split ``a.b=value`` into its key path and a YAML-parsed value."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = read_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.problem})") from exc
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({problem})") from exc
     return key.strip().split("."), value
 
 
@@ -157,7 +283,12 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = read_yaml(path.read_text())
+        except RepeatedKeyError as exc:
+            line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+            raise ConfigError(
+                f"config file {path} line {line}: {exc.problem}; write each key once"
+            ) from exc
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark else ""

@@ -62,7 +62,7 @@ def tiny_model(drop_rate: float = 0.0) -> torch.nn.Module:
 
 
 def train_cfg(**kwargs: object) -> TrainConfig:
-    base = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "device": "cpu", "bootstrap": 0}
+    base = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "device": "cpu", "bootstrap": 1}
     return TrainConfig(**{**base, **kwargs})
 
 
