@@ -120,7 +120,7 @@ print(json.dumps({{"first_flow_s": first, "default_s": default, "embedded_s": em
 
 _FULL_COLLECTION = """
 import gc, json, time
-import chexflow.cli, flows.sweep, chexflow.pipeline, chexflow.analysis.run_analysis
+import flows.cli, flows.sweep, chexflow.pipeline, chexflow.analysis.run_analysis
 objects = len(gc.get_objects())
 samples = {{"default": [], "frozen": []}}
 for name in samples:

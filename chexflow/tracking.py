@@ -2,7 +2,9 @@
 
 Every call names its run id explicitly: MLflow's "active run" is thread-local and Prefect
 runs tasks on other threads. The layout (tags, metric keys, artifact paths, registry
-names) is the contract in DESIGN.md; ``chexflow compare`` reads it back.
+names) is the contract in DESIGN.md; ``chexflow compare`` reads it back. Environment
+defaults (MLflow's HTTP retries and timeout) are set by the entry point:
+``chexflow.environment.apply_environment_defaults``.
 """
 
 from __future__ import annotations
@@ -17,24 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# MLflow's HTTP client retries 7 times with exponential backoff (~4 min) before a call fails.
-# Three retries (~12 s) let a short outage pass unnoticed and hand a longer one to the
-# Prefect task retries, which the UI shows; a hung server fails a call after 60 s.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
-# One tqdm bar per artifact download/upload interleaves with Prefect's task log lines and
-# says nothing for the few small files a run moves.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from chexflow.errors import ChexflowError
+from chexflow.procinfo import is_running, start_ticks
 
 KIND_TAG = "chexflow.kind"
 FRACTION_TAG = "chexflow.fraction"
@@ -308,8 +300,6 @@ def _pid_namespace() -> str:
 def process_tags() -> dict[str, str]:
     """Which process owns a run: host, ``pid:start-ticks`` (a reused pid does not match)
     and the PID namespace those numbers belong to."""
-    from chexflow.stack.processes import start_ticks
-
     pid = os.getpid()
     return {
         HOST_TAG: socket.gethostname(),
@@ -321,8 +311,6 @@ def process_tags() -> dict[str, str]:
 def _owner_is_gone(tags: Mapping[str, str]) -> bool:
     """Whether a run's process has certainly ended: same host, boot and PID namespace, and
     its pid:start-ticks no longer runs. Anything else cannot be checked from here."""
-    from chexflow.stack.processes import is_running
-
     namespace = _pid_namespace()
     if tags.get(HOST_TAG) != socket.gethostname() or not namespace:
         return False

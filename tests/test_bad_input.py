@@ -19,10 +19,10 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from chexflow import pipeline
-from chexflow.cli import app
 from chexflow.config import load_config
 from chexflow.errors import ChexflowError, ConfigError, DataError
 from chexflow.tracking import default_tracking_uri, make_tracker
+from flows.cli import app
 
 runner = CliRunner()
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")

@@ -12,8 +12,8 @@ from unittest import mock
 import pytest
 from typer.testing import CliRunner
 
-from chexflow.cli import app
 from deployments import deploy as dep
+from flows.cli import app
 
 runner = CliRunner()
 DEPLOYMENTS = dep.load_prefect_file()["deployments"]

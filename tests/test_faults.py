@@ -26,10 +26,11 @@ from helpers import TINY
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from chexflow import pipeline, stack
-from chexflow.cli import app
+from chexflow import pipeline
 from chexflow.config import load_config
-from chexflow.stack import commands, network, processes
+from deployments import stack
+from deployments.stack import commands, network, processes
+from flows.cli import app
 
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
 EPOCHS = 4

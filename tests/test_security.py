@@ -28,10 +28,11 @@ import pytest
 import torch
 from helpers import TINY
 
-from chexflow import checkpoints, stack
+from chexflow import checkpoints
 from chexflow.config import load_config
 from chexflow.errors import ChexflowError
-from chexflow.stack import commands, credentials, network, postgres, state
+from deployments import stack
+from deployments.stack import commands, credentials, network, postgres, state
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")

@@ -9,7 +9,6 @@ binaries and psycopg are installed, else SQLite for Prefect; MLflow is always a 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import re
@@ -27,10 +26,10 @@ import pytest
 from helpers import chromium, chromium_command
 from typer.testing import CliRunner
 
-from chexflow import stack
-from chexflow.cli import app
 from chexflow.errors import ChexflowError
-from chexflow.stack import commands, network, postgres, processes, state
+from deployments import stack
+from deployments.stack import commands, network, postgres, processes, state
+from flows.cli import app
 
 runner = CliRunner()
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
@@ -138,20 +137,10 @@ def _postgres_available() -> bool:
     return importlib.util.find_spec("psycopg") is not None
 
 
-@functools.cache
-def _command() -> tuple[str, ...]:
-    """The `chexflow` executable; until cli.py registers the stack commands, a shim."""
-    usage = subprocess.run([CHEXFLOW, "up", "--help"], capture_output=True, check=False)
-    if usage.returncode == 0:
-        return (CHEXFLOW,)
-    shim = "import chexflow.cli as c, chexflow.cli_stack as s; s.register(c.app); c.main()"
-    return (sys.executable, "-c", shim)
-
-
 def _cli(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     return subprocess.run(
-        [*_command(), *args], capture_output=True, text=True, timeout=timeout,
+        [CHEXFLOW, *args], capture_output=True, text=True, timeout=timeout,
         env={**clean, **env}, check=False,
     )  # fmt: skip
 

@@ -10,13 +10,31 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
 
-from chexflow.config import DataConfig
 from chexflow.data.chexpert import filter_views
 from chexflow.errors import DataError
+
+
+class SplitSettings(Protocol):
+    """The fields of ``chexflow.config.DataConfig`` that the split reads (the data layer
+    does not import the configuration: ``config`` imports ``data``)."""
+
+    @property
+    def frontal_only(self) -> bool: ...
+    @property
+    def view(self) -> Literal["any", "AP", "PA"]: ...
+    @property
+    def eval_source(self) -> Literal["holdout", "valid", "both"]: ...
+    @property
+    def split_seed(self) -> int: ...
+    @property
+    def holdout_fraction(self) -> float: ...
+    @property
+    def val_fraction(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -46,7 +64,7 @@ def seeded_order(ids: Iterable[str], seed: int, salt: str) -> list[str]:
     return sorted(unique, key=lambda i: hashlib.sha256(f"{salt}:{seed}:{i}".encode()).digest())
 
 
-def make_splits(train: pd.DataFrame, valid: pd.DataFrame | None, cfg: DataConfig) -> Splits:
+def make_splits(train: pd.DataFrame, valid: pd.DataFrame | None, cfg: SplitSettings) -> Splits:
     """Split canonical frames into training pool, validation and evaluation parts.
 
     The view filters of ``cfg`` are applied first. ``holdout_fraction`` of the train.csv

@@ -27,23 +27,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from chexflow.config import DataConfig
 from chexflow.data.chexpert import exclusive_labels, filter_views, find_dataset_root, read_split
 from chexflow.data.fractions import fraction_sizes
 from chexflow.data.labels import EVAL_CLASSES, column_of
-from chexflow.data.splits import eval_digest, make_splits
+from chexflow.data.splits import SplitSettings, eval_digest, make_splits
 from chexflow.errors import DataError
 
 SCHEMA = "chexflow.data-summary/1"
 
 
+class SummarySettings(SplitSettings, Protocol):
+    """``DataConfig``'s fields that the summary reads: the split's and the class floor."""
+
+    @property
+    def min_class_count(self) -> int: ...
+
+
 def summarise(
-    root: Path, cfg: DataConfig, fractions: Sequence[float], seed: int = 0
+    root: Path, cfg: SummarySettings, fractions: Sequence[float], seed: int = 0
 ) -> dict[str, Any]:
     """Counts of the dataset at ``root`` and of what ``cfg`` and ``fractions`` draw from it.
 
@@ -119,7 +125,7 @@ def _exclusivity(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def _holdout(
-    train: pd.DataFrame, valid: pd.DataFrame | None, cfg: DataConfig
+    train: pd.DataFrame, valid: pd.DataFrame | None, cfg: SummarySettings
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """The ``holdout`` section and the training pool (None when no split is possible)."""
     section: dict[str, Any] = {

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chexflow.errors import ChexflowError
-from chexflow.stack.processes import Service, is_running
+from deployments.stack.processes import Service, is_running
 
 HOST = "127.0.0.1"
 

@@ -1,7 +1,8 @@
 """`chexflow deploy`, `up`, `down`, `status`: the local stack and Prefect deployments.
 
-``register(app)`` adds the commands to the main CLI. The CLI helpers are imported from
-``chexflow.cli`` inside ``register`` so that importing this module alone has no cycle.
+``register(app)`` adds the commands to the main CLI (``flows/cli.py``); both take their
+shared options and error handling from ``flows/cli_common.py``. The supervisor itself is
+``deployments/stack``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from chexflow.errors import ChexflowError
+from flows.cli_common import DEFAULT_WORKDIR, WorkdirOpt, configure_environment, user_errors
 
-DEFAULT_WORKDIR = Path(".chexflow")
-# Typer reads annotations by name from this module's globals, so they are defined here.
-WorkdirOpt = Annotated[
-    Path, typer.Option("--workdir", help="Where chexflow keeps MLflow, caches and outputs.")
-]
 DbOpt = Annotated[
     str,
     typer.Option(
@@ -32,7 +29,6 @@ DbOpt = Annotated[
 
 def register(app: typer.Typer) -> None:
     """Add the stack and deployment commands to ``app``."""
-    from chexflow.cli import configure_environment, user_errors
 
     @app.command()
     @user_errors
@@ -81,7 +77,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Start a Prefect server, an MLflow server and process workers on loopback."""
-        from chexflow import stack
+        from deployments import stack
 
         settings = stack.StackSettings(
             workdir=workdir,
@@ -102,7 +98,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def down(workdir: WorkdirOpt = DEFAULT_WORKDIR) -> None:
         """Stop what `chexflow up` started in this workdir (and nothing else)."""
-        from chexflow import stack
+        from deployments import stack
 
         for line in stack.down(workdir):
             typer.echo(line)
@@ -115,7 +111,7 @@ def register(app: typer.Typer) -> None:
         env: Annotated[bool, typer.Option("--env", help="Only the export lines.")] = False,
     ) -> None:
         """What the stack in this workdir runs: pids, health, ports, memory."""
-        from chexflow import stack
+        from deployments import stack
 
         report = stack.status(workdir)
         if env:
@@ -137,7 +133,7 @@ def _check_db(db: str) -> str:
 
 def _exports(env: dict[str, str], secrets: bool = True) -> str:
     """``export`` lines; without ``secrets`` the credentials are left out (never printed)."""
-    from chexflow.stack.credentials import SECRET_ENV
+    from deployments.stack.credentials import SECRET_ENV
 
     return "\n".join(
         f"export {key}={shlex.quote(value)}"
@@ -147,8 +143,8 @@ def _exports(env: dict[str, str], secrets: bool = True) -> str:
 
 
 def _print_ready(state: Any, workdir: Path) -> None:
-    from chexflow.stack.credentials import SECRET_ENV
-    from chexflow.stack.state import stack_dir
+    from deployments.stack.credentials import SECRET_ENV
+    from deployments.stack.state import stack_dir
 
     urls = {s.name: s.url for s in state.services if s.url}
     typer.echo(f"ready in {state.ready_s} s" if state.ready_s else "running")

@@ -15,8 +15,8 @@ Modules: ``lifecycle`` (up/down/status), ``commands`` (server and worker command
 `prefect` and `mlflow` executables.
 """
 
-from chexflow.stack.credentials import redact_env
-from chexflow.stack.lifecycle import down, status, up
-from chexflow.stack.state import StackSettings, StackState
+from deployments.stack.credentials import redact_env
+from deployments.stack.lifecycle import down, status, up
+from deployments.stack.state import StackSettings, StackState
 
 __all__ = ["StackSettings", "StackState", "down", "redact_env", "status", "up"]

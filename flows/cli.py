@@ -9,74 +9,35 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from chexflow.cli_stack import register as register_stack_commands
+from chexflow.environment import apply_environment_defaults
 from chexflow.errors import ChexflowError
+from flows.cli_common import (
+    DEFAULT_WORKDIR,
+    ConfigOpt,
+    SetOpt,
+    WorkdirOpt,
+    configure_environment,
+    parse_list,
+    user_errors,
+)
+from flows.cli_stack import register as register_stack_commands
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 data_app = typer.Typer(no_args_is_help=True, help="Inspect a CheXpert-format dataset.")
 app.add_typer(data_app, name="data")
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-WorkdirOpt = Annotated[
-    Path, typer.Option("--workdir", help="Where chexflow keeps MLflow, caches and outputs.")
-]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config file.")]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")
-]
-DEFAULT_WORKDIR = Path(".chexflow")
-
-
-def configure_environment(workdir: Path) -> None:
-    """Offline switches, and a Prefect home inside the workdir unless a server is configured."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
-        os.environ["PREFECT_HOME"] = str((workdir / "prefect").resolve())
-
-
-def user_errors(func: F) -> F:
-    """Turn ChexflowError (and invalid flow parameters) into one line on stderr and exit 2."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ChexflowError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except Exception as exc:
-            if type(exc).__name__ == "ParameterTypeError":
-                typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
-                raise typer.Exit(2) from None
-            raise
-
-    return wrapper  # type: ignore[return-value]
-
-
-def parse_list(text: str, kind: type, option: str) -> list[Any]:
-    """``"0.01,0.1"`` → ``[0.01, 0.1]`` with a one-line error naming the option."""
-    try:
-        values = [kind(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ChexflowError(
-            f"{option} {text!r}: expected comma-separated {kind.__name__}s"
-        ) from None
-    if not values:
-        raise ChexflowError(f"{option} is empty")
-    return values
+@app.callback()
+def _entry() -> None:
+    """Environment defaults for every command, before any of them imports MLflow."""
+    apply_environment_defaults()
 
 
 def _load_config(config: Path | None, overrides: list[str] | None):

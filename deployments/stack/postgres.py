@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from chexflow.errors import ChexflowError
-from chexflow.stack.network import HOST
-from chexflow.stack.processes import Service, spawn
-from chexflow.stack.state import StackSettings
+from deployments.stack.network import HOST
+from deployments.stack.processes import Service, spawn
+from deployments.stack.state import StackSettings
 
 PG_USER = "chexflow"
 PG_DATABASES = ("prefect", "mlflow")

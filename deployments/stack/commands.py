@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from chexflow.errors import ChexflowError
-from chexflow.stack.network import HOST
-from chexflow.stack.state import StackSettings, stack_dir
+from deployments.stack.network import HOST
+from deployments.stack.state import StackSettings, stack_dir
 
 OFFLINE_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -7,8 +7,8 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from chexflow.stack.credentials import write_private
-from chexflow.stack.processes import Service
+from deployments.stack.credentials import write_private
+from deployments.stack.processes import Service
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chexflow.errors import ChexflowError
-from chexflow.stack.commands import (
+from deployments.stack.commands import (
     base_env,
     client_env,
     mlflow_server_command,
@@ -17,9 +17,9 @@ from chexflow.stack.commands import (
     worker_command,
     worker_specs,
 )
-from chexflow.stack.credentials import ensure_credentials
-from chexflow.stack.network import HOST, check_ports, http_ok, wait_until, workers_online
-from chexflow.stack.postgres import (
+from deployments.stack.credentials import ensure_credentials
+from deployments.stack.network import HOST, check_ports, http_ok, wait_until, workers_online
+from deployments.stack.postgres import (
     ensure_databases,
     postgres_ready,
     redact,
@@ -27,7 +27,7 @@ from chexflow.stack.postgres import (
     split_postgres_url,
     start_postgres,
 )
-from chexflow.stack.processes import (
+from deployments.stack.processes import (
     STOP_GRACE_S,
     Service,
     is_running,
@@ -37,7 +37,7 @@ from chexflow.stack.processes import (
     spawn,
     stop,
 )
-from chexflow.stack.state import StackSettings, StackState, state_path, write_env_file
+from deployments.stack.state import StackSettings, StackState, state_path, write_env_file
 
 
 def require_flask_wtf() -> None:

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from chexflow.procinfo import is_running, proc_stat, start_ticks
+
 STOP_GRACE_S = 10.0
 KILL_WAIT_S = 5.0  # how long stop() waits for the kernel to end SIGKILLed processes
 
@@ -32,35 +34,12 @@ class Service:
     stop_signal: int = int(signal.SIGTERM)
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (index 0 = state)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def start_ticks(pid: int) -> int:
-    """The process start time in clock ticks: with the pid, identifies one process."""
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields else -1
-
-
-def is_running(pid: int, ticks: int | None = None) -> bool:
-    """Alive (not a zombie) and, when ``ticks`` is given, the same process as recorded."""
-    fields = _proc_stat(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return False
-    return ticks is None or int(fields[19]) == ticks
-
-
 def process_tree(pid: int) -> list[int]:
     """``pid`` and all its descendants, found through /proc parent links."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            fields = _proc_stat(int(entry.name))
+            fields = proc_stat(int(entry.name))
             if fields:
                 children.setdefault(int(fields[1]), []).append(int(entry.name))
     tree, todo = [], [pid]
