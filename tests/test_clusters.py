@@ -268,3 +268,67 @@ def test_inconsistent_inputs_are_data_errors() -> None:
         analyse_embeddings(broken, positives, exclusive, CFG)
     with pytest.raises(DataError, match="≥ 2 classes"):
         analyse_embeddings(features, positives, [None] * len(features), CFG)
+
+
+# ---------------------------------------------------------------- patients, scale, intervals
+
+
+def _patient_blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3 classes of 12 patients × 6 images; a patient's images are near-copies of one
+    point that carries no class signal, so only whole patients tell classes apart."""
+    rng = np.random.default_rng(seed)
+    patients = np.repeat(np.arange(36), 6)
+    labels = patients // 12
+    anchor = rng.normal(size=(36, 16))
+    x = anchor[patients] + 0.01 * rng.normal(size=(len(patients), 16))
+    return l2_normalise(x), labels, patients
+
+
+def test_probe_folds_grouped_by_patient_remove_the_leak() -> None:
+    x, labels, patients = _patient_blobs()
+    classes = ("A", "B", "C")
+    leaky = clusters.probe_exclusive(x, labels, classes, seed=0)
+    grouped = clusters.probe_exclusive(x, labels, classes, seed=0, groups=patients)
+    # Image folds see each patient's near-copies in training: a high score on noise.
+    assert leaky["mean"] > 0.8
+    assert grouped["mean"] < 0.65 and grouped["grouped_by"] == "patient"
+
+
+def test_every_interval_of_the_metrics_contains_its_value_and_resamples_patients() -> None:
+    features, positives, exclusive = blobs(0.6)
+    patients = [f"p{i // 3}" for i in range(len(features))]
+    result = analyse_embeddings(features, positives, exclusive, CFG, seed=0, patients=patients)
+    m = result.metrics
+    assert m["bootstrap"]["unit"] == "patient"
+    blocks = [m["silhouette"], m["davies_bouldin"], m["knn"]["accuracy"]]
+    blocks += list(m["silhouette_by_class"].values())
+    for block in blocks:
+        assert block["ci_low"] <= block["value"] <= block["ci_high"], block
+    assert all(v["n_patients"] <= v["n"] for v in m["silhouette_by_class"].values())
+
+
+def test_davies_bouldin_interval_contains_its_value_where_resamples_are_biased() -> None:
+    """Resampled Davies–Bouldin is biased low: all resamples below the value."""
+    samples = np.linspace(8.0, 8.5, 50)
+    block = clusters.interval(8.792, samples, method="shifted")
+    assert block["ci_low"] <= 8.792 <= block["ci_high"]
+    percentile = clusters.interval(8.792, samples)
+    assert percentile["ci_low"] <= 8.792 <= percentile["ci_high"]
+
+
+def test_relative_geometry_ignores_scale_and_shift_of_the_embedding() -> None:
+    features, _positives, exclusive = blobs(1.0)
+    subset = clusters.exclusive_subset(exclusive)
+    base = clusters.relative_geometry(
+        clusters.centred_space(features)[subset.index], subset.labels, len(subset.classes)
+    )
+    moved = 10.0 * features + np.linspace(5, 50, features.shape[1])
+    again = clusters.relative_geometry(
+        clusters.centred_space(moved)[subset.index], subset.labels, len(subset.classes)
+    )
+    np.testing.assert_allclose(again["cohesion"], base["cohesion"], rtol=1e-6)
+    np.testing.assert_allclose(again["distances"], base["distances"], rtol=1e-6)
+    # The raw cosine cohesion moves with the shift: what the relative measure fixes.
+    raw = clusters.centroid_geometry(l2_normalise(features)[subset.index], subset)
+    raw_moved = clusters.centroid_geometry(l2_normalise(moved)[subset.index], subset)
+    assert abs(raw["intra_distance"]["Edema"] - raw_moved["intra_distance"]["Edema"]) > 0.1

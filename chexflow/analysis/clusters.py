@@ -25,10 +25,11 @@ from sklearn.metrics import (
     roc_auc_score,
     silhouette_score,
 )
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from chexflow.analysis.bootstrap import percentile_interval
 from chexflow.analysis.projection import (
     BLOCK_FLOATS,
     cosine_neighbours,
@@ -149,6 +150,44 @@ def centroid_geometry(x: np.ndarray, subset: ExclusiveSubset) -> dict:
     }
 
 
+def centred_space(features: np.ndarray) -> np.ndarray:
+    """Features centred on their mean over all evaluation images, then L2-normalised.
+
+    Scaling the whole embedding by any factor, or shifting it by any vector, leaves
+    this space unchanged, so measures taken in it are free of the embedding's scale
+    and offset (pooled CNN features are non-negative: raw cosines sit near 1).
+    """
+    x = np.asarray(features, dtype=np.float64)
+    centred = x - x.mean(axis=0, keepdims=True)
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    return centred / np.maximum(norms, 1e-12)
+
+
+def relative_geometry(z: np.ndarray, labels: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
+    """Cohesion and centroid distances relative to the overall spread, in ``centred_space``.
+
+    ``spread`` = RMS distance of the (single-label) images to their overall mean;
+    ``cohesion[c]`` = RMS distance of class c's images to their centroid / spread
+    (< 1: tighter than the whole set; 1: as spread as the whole set);
+    ``distances[a, b]`` = distance between the centroids of a and b / spread. All are
+    ratios of distances in one space, so they do not move when the embedding is scaled
+    or shifted. Returns ``{"spread", "cohesion" [C], "distances" [C, C]}``.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    centre = z.mean(axis=0)
+    spread = float(np.sqrt(np.mean(np.sum((z - centre) ** 2, axis=1))))
+    means = np.stack([z[labels == c].mean(axis=0) for c in range(n_classes)])
+    cohesion = np.array(
+        [
+            np.sqrt(np.mean(np.sum((z[labels == c] - means[c]) ** 2, axis=1)))
+            for c in range(n_classes)
+        ]
+    )
+    gaps = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=-1)
+    scale = spread if spread > 0 else np.nan
+    return {"spread": spread, "cohesion": cohesion / scale, "distances": gaps / scale}
+
+
 # ---------------------------------------------------------------- bootstrap
 
 
@@ -204,20 +243,18 @@ def weighted_davies_bouldin(x: np.ndarray, labels: np.ndarray, weights: np.ndarr
 
 
 def interval(value: float | None, samples: np.ndarray | None, method: str = "percentile") -> dict:
-    """``{value, ci_low, ci_high}``: a 95% bootstrap interval from the finite samples.
+    """``{value, ci_low, ci_high}``: a 95% bootstrap interval that contains ``value``.
 
     ``percentile`` takes the 2.5th and 97.5th percentiles (for resampled means);
-    ``basic`` reflects them around the value (``2 * value - q``), which corrects a
+    ``shifted`` moves them by the resampling bias ``value − mean(samples)``, for a
     statistic whose resamples are biased (Davies–Bouldin: duplicated points pull the
-    centroids towards themselves, so resampled scatter is too small).
+    centroids towards themselves, so resampled scatter is too small). Either interval
+    is widened to contain ``value`` where it would not (``bootstrap.percentile_interval``).
     """
-    finite = None if samples is None else samples[np.isfinite(samples)]
-    if value is None or finite is None or len(finite) == 0:
+    if value is None or samples is None:
         return {"value": value, "ci_low": None, "ci_high": None}
-    low, high = np.percentile(finite, [2.5, 97.5])
-    if method == "basic":
-        low, high = max(0.0, 2 * value - high), 2 * value - low
-    return {"value": value, "ci_low": float(low), "ci_high": float(high)}
+    low, high = percentile_interval(value, np.asarray(samples), shift=method == "shifted")
+    return {"value": value, "ci_low": low, "ci_high": high}
 
 
 # ---------------------------------------------------------------- neighbours
@@ -350,11 +387,27 @@ def _probe_model() -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=500))
 
 
-def _cv_proba(x: np.ndarray, target: np.ndarray, seed: int) -> np.ndarray:
-    folds = StratifiedKFold(n_splits=PROBE_FOLDS, shuffle=True, random_state=seed)
+def _cv_proba(
+    x: np.ndarray, target: np.ndarray, seed: int, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Out-of-fold probabilities; with ``groups`` (patients) no patient spans two folds."""
+    if groups is None:
+        folds = StratifiedKFold(n_splits=PROBE_FOLDS, shuffle=True, random_state=seed)
+        splits = folds
+    else:
+        folds = StratifiedGroupKFold(n_splits=PROBE_FOLDS, shuffle=True, random_state=seed)
+        splits = list(folds.split(x, target, groups))
     with limit_threads(), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return cross_val_predict(_probe_model(), x, target, cv=folds, method="predict_proba")
+        warnings.simplefilter("ignore", UserWarning)  # a class with fewer groups than folds
+        return cross_val_predict(_probe_model(), x, target, cv=splits, method="predict_proba")
+
+
+def _support(target_rows: np.ndarray, groups: np.ndarray | None) -> int:
+    """Images, or distinct patients when ``groups`` is given, among ``target_rows``."""
+    if groups is None:
+        return int(target_rows.sum())
+    return len(np.unique(groups[target_rows]))
 
 
 def _summary(per_class: dict[str, dict], n: int) -> dict:
@@ -362,15 +415,28 @@ def _summary(per_class: dict[str, dict], n: int) -> dict:
     return {"classes": per_class, "mean": float(np.mean(defined)) if defined else None, "n": n}
 
 
-def probe_exclusive(x: np.ndarray, labels: np.ndarray, classes: Sequence[str], seed: int) -> dict:
-    """One-vs-rest AUROC of a multinomial logistic probe, 5-fold cross-validated."""
+def probe_exclusive(
+    x: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> dict:
+    """One-vs-rest AUROC of a multinomial logistic probe, 5-fold cross-validated.
+
+    With ``groups`` (patient codes) the folds are grouped by patient
+    (``StratifiedGroupKFold``): one patient's images never sit in the training and the
+    test fold at once, and a class needs ≥ 5 patients.
+    """
     rows = subsample_rows(len(x), seed, MAX_PROBE_POINTS)
     x, labels = x[rows], labels[rows]
-    counts = np.bincount(labels, minlength=len(classes))
-    eligible = [c for c in range(len(classes)) if counts[c] >= PROBE_FOLDS]
+    groups = None if groups is None else np.asarray(groups)[rows]
+    unit = "images" if groups is None else "patients"
+    support = [_support(labels == c, groups) for c in range(len(classes))]
+    eligible = [c for c in range(len(classes)) if support[c] >= PROBE_FOLDS]
     need = f"need ≥ {PROBE_FOLDS} for {PROBE_FOLDS}-fold CV"
     per_class = {
-        classes[c]: _undefined(f"{counts[c]} images ({need})")
+        classes[c]: _undefined(f"{support[c]} {unit} ({need})")
         for c in range(len(classes))
         if c not in eligible
     }
@@ -379,33 +445,46 @@ def probe_exclusive(x: np.ndarray, labels: np.ndarray, classes: Sequence[str], s
             per_class[classes[c]] = _undefined("fewer than 2 classes can be cross-validated")
         return _summary(dict(sorted(per_class.items(), key=lambda kv: classes.index(kv[0]))), 0)
     keep = np.isin(labels, eligible)
-    proba = _cv_proba(x[keep], labels[keep], seed)
+    proba = _cv_proba(x[keep], labels[keep], seed, None if groups is None else groups[keep])
     for column, c in enumerate(eligible):
         auroc = roc_auc_score(labels[keep] == c, proba[:, column])
         per_class[classes[c]] = {"auroc": float(auroc), "defined": True, "reason": None}
     ordered = {c: per_class[c] for c in classes}
-    return _summary(ordered, int(keep.sum()))
+    return {
+        **_summary(ordered, int(keep.sum())),
+        "grouped_by": "patient" if groups is not None else None,
+    }
 
 
 def probe_multilabel(
-    x: np.ndarray, positives: Sequence[Sequence[str]], classes: Sequence[str], seed: int
+    x: np.ndarray,
+    positives: Sequence[Sequence[str]],
+    classes: Sequence[str],
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> dict:
-    """Per-class binary logistic probes on all images (multi-label positives), 5-fold CV."""
+    """Per-class binary logistic probes on all images (multi-label positives), 5-fold CV,
+    grouped by patient when ``groups`` is given."""
     rows = subsample_rows(len(x), seed, MAX_PROBE_POINTS)
     x = x[rows]
+    groups = None if groups is None else np.asarray(groups)[rows]
+    unit = "" if groups is None else " patients"
     per_class = {}
     for name in classes:
         target = np.array([name in positives[i] for i in rows])
-        n_pos, n_neg = int(target.sum()), int((~target).sum())
+        n_pos, n_neg = _support(target, groups), _support(~target, groups)
         if min(n_pos, n_neg) < PROBE_FOLDS:
             per_class[name] = _undefined(
-                f"{n_pos} positives / {n_neg} negatives (need ≥ {PROBE_FOLDS} of each)"
+                f"{n_pos} positive / {n_neg} negative{unit} (need ≥ {PROBE_FOLDS} of each)"
             )
             continue
-        proba = _cv_proba(x, target.astype(np.int64), seed)[:, 1]
+        proba = _cv_proba(x, target.astype(np.int64), seed, groups)[:, 1]
         per_class[name] = {"auroc": float(roc_auc_score(target, proba)), "defined": True}
         per_class[name]["reason"] = None
-    return _summary(per_class, len(rows))
+    return {
+        **_summary(per_class, len(rows)),
+        "grouped_by": "patient" if groups is not None else None,
+    }
 
 
 # ---------------------------------------------------------------- 2-D maps

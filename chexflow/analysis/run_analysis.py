@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from chexflow.analysis import clusters, plots, projection
+from chexflow.analysis.bootstrap import cluster_weights, patient_codes, unit_of
 from chexflow.config import AnalysisConfig
 from chexflow.data.labels import EVAL_CLASSES, metric_key
 from chexflow.errors import DataError
@@ -113,13 +114,16 @@ def _bootstrap(
     sil: np.ndarray,
     queries: np.ndarray,
     correct: np.ndarray,
+    codes: np.ndarray,
     n_resamples: int,
     seed: int,
 ) -> dict[str, np.ndarray]:
-    """Headline metrics on bootstrap resamples of the exclusive images (weights, no refits)."""
+    """Headline metrics on patient-bootstrap resamples of the exclusive images (weights,
+    no refits): every image of a drawn patient comes along (``bootstrap.cluster_weights``)."""
     out: dict[str, list[np.ndarray]] = {"silhouette": [], "davies_bouldin": [], "knn": []}
     by_class: list[list[np.ndarray]] = [[] for _ in subset.classes]
-    for weights in clusters.bootstrap_weights(len(x), n_resamples, seed):
+    rows = max(1, (projection.BLOCK_FLOATS // 2) // max(1, len(x)))
+    for weights in cluster_weights(codes, n_resamples, seed, max_rows=min(rows, 256)):
         out["silhouette"].append(clusters.weighted_mean(weights, sil))
         out["davies_bouldin"].append(clusters.weighted_davies_bouldin(x, subset.labels, weights))
         out["knn"].append(clusters.weighted_mean(weights[:, queries], correct))
@@ -132,19 +136,42 @@ def _bootstrap(
     return joined
 
 
+def relative_geometry_section(z: np.ndarray, subset: clusters.ExclusiveSubset) -> dict[str, Any]:
+    """``relative_geometry`` of the exclusive images in the centred space, JSON-ready."""
+    classes = subset.classes
+    geo = clusters.relative_geometry(z, subset.labels, len(classes))
+    masked = geo["distances"] + np.diag(np.full(len(classes), np.inf))
+    return {
+        "space": "centred on the mean of all evaluation images, then L2-normalised",
+        "spread": geo["spread"],
+        "cohesion": dict(zip(classes, geo["cohesion"].tolist(), strict=True)),
+        "centroid_distances": {"classes": list(classes), "matrix": geo["distances"].tolist()},
+        "separation": {
+            c: {"class": classes[int(j)], "distance": float(masked[i, j])}
+            for i, (c, j) in enumerate(zip(classes, masked.argmin(axis=1), strict=True))
+        },
+    }
+
+
 def embedding_metrics(
-    x: np.ndarray, subset: clusters.ExclusiveSubset, cfg: AnalysisConfig, seed: int
+    x: np.ndarray,
+    subset: clusters.ExclusiveSubset,
+    cfg: AnalysisConfig,
+    seed: int,
+    codes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Cluster, neighbourhood and geometry metrics of the exclusive subset (``x`` normalised).
 
-    Only the kNN search (large matrix products) uses several threads; the rest runs on
-    one (see ``projection.limit_threads``).
+    ``codes``: patient code per exclusive image (``bootstrap.patient_codes``); the
+    intervals resample patients (None: every image its own patient). Only the kNN search
+    (large matrix products) uses several threads; the rest runs on one.
     """
     labels, classes = subset.labels, subset.classes
+    codes = np.arange(len(x)) if codes is None else codes
     knn, queries, correct = clusters.knn_metrics(x, subset, cfg.knn_k, seed)
     with projection.limit_threads():
         sil = clusters.silhouette_values(x, labels, len(classes))
-        boot = _bootstrap(x, subset, sil, queries, correct, cfg.bootstrap, seed)
+        boot = _bootstrap(x, subset, sil, queries, correct, codes, cfg.bootstrap, seed)
         dbi = float(davies_bouldin_score(x, labels))
         chi = float(calinski_harabasz_score(x, labels))
         geometry = clusters.centroid_geometry(x, subset)
@@ -156,11 +183,12 @@ def embedding_metrics(
         by_class[name] = {
             **clusters.interval(float(values.mean()), boot[f"class{c}"]),
             "n": len(values),
+            "n_patients": len(np.unique(codes[labels == c])),
         }
     return {
         "silhouette": clusters.interval(float(sil.mean()), boot["silhouette"]),
         "silhouette_by_class": by_class,
-        "davies_bouldin": clusters.interval(dbi, boot["davies_bouldin"], method="basic"),
+        "davies_bouldin": clusters.interval(dbi, boot["davies_bouldin"], method="shifted"),
         "calinski_harabasz": chi,
         "centroids": geometry.pop("centroids"),
         **geometry,
@@ -257,6 +285,7 @@ def analyse_embeddings(
     *,
     seed: int = 0,
     reference_map: np.ndarray | None = None,
+    patients: Sequence[object] | None = None,
 ) -> AnalysisResult:
     """Measure one run's evaluation embeddings and project them to 2-D.
 
@@ -268,6 +297,8 @@ def analyse_embeddings(
         seed: seeds PCA, subsamples, bootstrap, k-means and probe folds.
         reference_map: ``[n, 2]`` map (e.g. another fraction's primary t-SNE map of
             the same images) whose orientation the t-SNE maps are aligned to.
+        patients: patient id per image: intervals resample patients and probe folds are
+            grouped by patient (None: every image its own patient).
 
     Raises:
         DataError: inconsistent inputs, or fewer than 2 classes with ≥ 2 exclusive images.
@@ -280,8 +311,9 @@ def analyse_embeddings(
             f"cluster metrics need ≥ 2 classes with ≥ 2 single-label images; found "
             f"{list(subset.classes)} (dropped: {subset.dropped})"
         )
+    codes = patient_codes(patients, len(features))
     with projection.limit_threads(len(features)):
-        return _analyse(features, positives, exclusive, subset, cfg, seed, reference_map)
+        return _analyse(features, positives, exclusive, subset, cfg, seed, reference_map, codes)
 
 
 def _analyse(
@@ -292,16 +324,22 @@ def _analyse(
     cfg: AnalysisConfig,
     seed: int,
     reference_map: np.ndarray | None,
+    codes: np.ndarray,
 ) -> AnalysisResult:
     timings: dict[str, float] = {}
     x_all = projection.l2_normalise(features)
     x = x_all[subset.index]
+    sub_codes = codes[subset.index]
     with _timed(timings, "embedding_metrics"):
-        metrics = embedding_metrics(x, subset, cfg, seed)
+        metrics = embedding_metrics(x, subset, cfg, seed, sub_codes)
+        z = clusters.centred_space(features)[subset.index]
+        metrics["relative_geometry"] = relative_geometry_section(z, subset)
     centroids = metrics.pop("centroids")
     with _timed(timings, "linear_probe"):
-        probe = clusters.probe_exclusive(x, subset.labels, subset.classes, seed)
-        probe["all_images"] = clusters.probe_multilabel(x_all, positives, subset.classes, seed)
+        probe = clusters.probe_exclusive(x, subset.labels, subset.classes, seed, sub_codes)
+        probe["all_images"] = clusters.probe_multilabel(
+            x_all, positives, subset.classes, seed, codes
+        )
     with _timed(timings, "multilabel"), projection.limit_threads():
         multilabel = clusters.multilabel_geometry(x_all, positives, subset, centroids)
     maps, map_sections = _map_sections(features, x_all, subset, cfg, seed, reference_map, timings)
@@ -314,6 +352,10 @@ def _analyse(
         "n_no_class": sum(1 for p in positives if not p),
         "classes": list(subset.classes),
         "class_counts": dict(zip(subset.classes, subset.counts.tolist(), strict=True)),
+        "class_patients": {
+            c: len(np.unique(sub_codes[subset.labels == i])) for i, c in enumerate(subset.classes)
+        },
+        "n_patients": len(np.unique(codes)),
         "dropped_classes": subset.dropped,
         **metrics,
         "linear_probe": probe,
@@ -323,8 +365,10 @@ def _analyse(
             "resamples": cfg.bootstrap,
             "seed": seed,
             "level": 0.95,
-            "method": "count-weighted resamples of the exclusive images; percentile "
-            "intervals, basic (reverse-percentile) for davies_bouldin",
+            "unit": unit_of(codes),
+            "method": "cluster bootstrap over patients (count weights, no refits); percentile "
+            "intervals, bias-shifted percentile for davies_bouldin; every interval contains "
+            "its value",
         },
         "timings_s": timings,
         "params": _params(cfg, seed),
@@ -398,6 +442,8 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         flat[f"knn_accuracy/{metric_key(name)}"] = entry["value"]
     for name, entry in metrics["intra_distance"].items():
         flat[f"intra_distance/{metric_key(name)}"] = entry
+    for name, entry in metrics.get("relative_geometry", {}).get("cohesion", {}).items():
+        flat[f"relative_cohesion/{metric_key(name)}"] = entry
     for name, entry in lp["classes"].items():
         flat[f"linear_probe_auroc/{metric_key(name)}"] = entry["auroc"]
     return {k: float(v) for k, v in flat.items() if v is not None and math.isfinite(v)}
