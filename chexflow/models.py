@@ -23,8 +23,11 @@ from chexflow.errors import ChexflowError, ConfigError
 log = logging.getLogger("chexflow.models")
 
 IN_CHANS = 1
-# Wrappers that training frameworks put in front of backbone keys (DDP, SSL encoders).
-_KEY_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
+# Wrappers that training frameworks put in front of backbone keys (DDP, SSL encoders,
+# torch.compile's OptimizedModule).
+_KEY_PREFIXES = ("module.", "backbone.", "encoder.", "model.", "_orig_mod.")
+# Bookkeeping buffers, not weights: their absence leaves nothing uninitialised.
+_COUNTERS = ("num_batches_tracked",)
 _NESTED_KEYS = ("state_dict", "model")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 
@@ -39,11 +42,29 @@ class LoadReport:
     unexpected: tuple[str, ...]
     dropped_head: tuple[str, ...] = ()
     adapted_input: tuple[str, ...] = field(default=())
+    backbone_tensors: int = 0
+    backbone_missing: tuple[str, ...] = ()
+    backbone_unexpected: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Every backbone tensor came from the file and the file held no other tensor."""
+        return not self.backbone_missing and not self.backbone_unexpected
+
+    def tags(self) -> dict[str, str]:
+        """Counts for run tags: loaded / backbone tensors, missing, unexpected."""
+        return {
+            "chexflow.init_loaded": f"{self.backbone_tensors - len(self.backbone_missing)}"
+            f"/{self.backbone_tensors}",
+            "chexflow.init_missing": str(len(self.backbone_missing)),
+            "chexflow.init_unexpected": str(len(self.backbone_unexpected)),
+        }
 
     def summary(self) -> str:
         """One line for logs."""
         return (
-            f"{self.path.name}: loaded {self.loaded} tensors, {len(self.missing)} missing, "
+            f"{self.path.name}: loaded {self.loaded} tensors, {len(self.missing)} missing "
+            f"({len(self.backbone_missing)} of {self.backbone_tensors} backbone), "
             f"{len(self.unexpected)} unexpected, head re-initialised: "
             f"{', '.join(self.dropped_head) or 'no'}, "
             f"input conv summed to 1 channel: {', '.join(self.adapted_input) or 'no'}"
@@ -66,7 +87,7 @@ def create_model(cfg: ModelConfig, num_classes: int | None = None) -> nn.Module:
     n_out = len(head_classes(cfg)) if num_classes is None else num_classes
     model = _build(cfg, n_out)
     if cfg.init_checkpoint is not None:
-        report = load_backbone_weights(model, cfg.init_checkpoint)
+        report = load_backbone_weights(model, cfg.init_checkpoint, strict=cfg.init_strict)
         log.info("init checkpoint %s", report.summary())
     if cfg.linear_probe:
         freeze_backbone(model)
@@ -121,18 +142,23 @@ def set_train_mode(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_backbone_weights(model: nn.Module, path: Path | str) -> LoadReport:
+def load_backbone_weights(model: nn.Module, path: Path | str, *, strict: bool = True) -> LoadReport:
     """Initialise `model` from a local state dict, adapting it to this model.
 
     Accepts `.safetensors`, or `.pt/.pth/.bin` loaded with `weights_only=True` (a raw
     state dict or one under a "state_dict"/"model" key). Wrapper prefixes (`module.`,
-    `backbone.`, `encoder.`, `model.`) are stripped where that makes a key match, a
-    3-channel first convolution is summed to 1 channel, and classifier tensors of another
-    shape are dropped so the head keeps its fresh initialisation.
+    `backbone.`, `encoder.`, `model.`, torch.compile's `_orig_mod.`) are stripped where that
+    makes a key match, a 3-channel first convolution is summed to 1 channel, and classifier
+    tensors of another shape are dropped so the head keeps its fresh initialisation.
+
+    Coverage: every backbone tensor of `model` (all but the classifier and BatchNorm's
+    `num_batches_tracked` counters) must come from the file, and the file must hold no
+    tensor outside `model` (classifier tensors aside). With `strict=False` such a file is
+    loaded anyway and `LoadReport.tags()` gives the counts to record.
 
     Raises:
-        ConfigError: missing file, unknown format, nothing matches, or a backbone tensor
-            has an incompatible shape.
+        ConfigError: missing file, unknown format, nothing matches, a backbone tensor has
+            an incompatible shape, or (``strict``) backbone tensors missing or unexpected.
         ChexflowError: the file is not a plain tensor checkpoint (e.g. an unsafe pickle).
     """
     path = Path(path)
@@ -141,20 +167,47 @@ def load_backbone_weights(model: nn.Module, path: Path | str) -> LoadReport:
     state = _match_keys(raw, target.keys())
     adapted = _adapt_input_convs(model, state, target)
     dropped = _drop_mismatched_head(model, state, target, path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    loaded = len(state) - len(unexpected)
+    loaded = sum(key in target for key in state)
     if loaded == 0:
         raise ConfigError(
-            f"model.init_checkpoint: no tensor in {path} matches {type(model).__name__} "
+            f"model.init_checkpoint: no tensor in {path} matches {_arch(model)} "
             f"(first keys: {', '.join(list(raw)[:3])}); is it a checkpoint of this architecture?"
         )
-    return LoadReport(
+    heads = _names_in_cfg(model, "classifier")
+    backbone = [k for k in target if not _is_head(k, heads) and not k.endswith(_COUNTERS)]
+    report = LoadReport(
         path=path,
         loaded=loaded,
-        missing=tuple(missing),
-        unexpected=tuple(unexpected),
+        missing=tuple(k for k in target if k not in state),
+        unexpected=tuple(k for k in state if k not in target),
         dropped_head=dropped,
         adapted_input=adapted,
+        backbone_tensors=len(backbone),
+        backbone_missing=tuple(k for k in backbone if k not in state),
+        backbone_unexpected=tuple(
+            k
+            for k in state
+            if k not in target and not _is_head(k, heads) and not k.endswith(_COUNTERS)
+        ),
+    )
+    if strict and not report.complete:
+        raise ConfigError(_coverage_problem(report, model))
+    model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
+    return report
+
+
+def _arch(model: nn.Module) -> str:
+    return getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+
+
+def _coverage_problem(report: LoadReport, model: nn.Module) -> str:
+    missing, unexpected = report.backbone_missing, report.backbone_unexpected
+    example = f"missing e.g. {missing[0]}" if missing else f"unexpected e.g. {unexpected[0]}"
+    return (
+        f"model.init_checkpoint: {report.path} covers {report.backbone_tensors - len(missing)} "
+        f"of {report.backbone_tensors} backbone tensors of {_arch(model)} and holds "
+        f"{len(unexpected)} it does not have ({example}); check model.name, or set "
+        "model.init_strict=false to load it anyway (the counts are recorded as run tags)"
     )
 
 
@@ -250,9 +303,8 @@ def _drop_mismatched_head(
         else:
             clashes.append(f"{key} {tuple(state[key].shape)} vs {tuple(target[key].shape)}")
     if clashes:
-        arch = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
         raise ConfigError(
-            f"model.init_checkpoint: {path} does not fit model {arch} "
+            f"model.init_checkpoint: {path} does not fit model {_arch(model)} "
             f"({len(clashes)} shape mismatches, e.g. {clashes[0]}); check model.name"
         )
     return tuple(dropped)

@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from chexflow import models
 from chexflow.config import ModelConfig, TrainConfig
@@ -158,3 +158,60 @@ def test_linear_probe_trains_only_the_head_and_keeps_bn_statistics() -> None:
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"fc.weight", "fc.bias"}
+
+
+# --- issue 16: a checkpoint must cover the backbone ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet18_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageNet-shaped resnet18 weights (random values): 3 channels, 1000 classes."""
+    state = timm.create_model("resnet18", in_chans=3, num_classes=1000).state_dict()
+    path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def test_weights_of_a_smaller_model_are_refused(resnet18_weights: Path) -> None:
+    # Before: 80 of resnet34's backbone tensors stayed random, exit 0, nothing recorded.
+    with pytest.raises(ConfigError) as err:
+        create_model(ModelConfig(name="resnet34", init_checkpoint=resnet18_weights))
+    message = str(err.value)
+    assert "covers 100 of 180 backbone tensors of resnet34" in message
+    assert "model.init_strict=false" in message and "\n" not in message
+
+
+def test_weights_of_a_larger_model_are_refused(tmp_path: Path) -> None:
+    state = timm.create_model("resnet34", in_chans=1, num_classes=5).state_dict()
+    path = _write(dict(state), tmp_path / "resnet34.safetensors")
+    with pytest.raises(ConfigError, match=r"holds 80 it does not have \(unexpected e\.g\. "):
+        create_model(ModelConfig(name="resnet18", init_checkpoint=path))
+
+
+def test_init_strict_false_loads_and_counts_what_is_missing(resnet18_weights: Path) -> None:
+    model = create_model(ModelConfig(name="resnet34"))
+    report = load_backbone_weights(model, resnet18_weights, strict=False)
+    assert report.tags() == {
+        "chexflow.init_loaded": "100/180",
+        "chexflow.init_missing": "80",
+        "chexflow.init_unexpected": "0",
+    }
+    source = load_file(str(resnet18_weights))
+    assert torch.equal(model.state_dict()["layer1.0.conv1.weight"], source["layer1.0.conv1.weight"])
+    strict_off = ModelConfig(name="resnet34", init_checkpoint=resnet18_weights, init_strict=False)
+    assert create_model(strict_off) is not None
+
+
+def test_a_torch_compile_checkpoint_loads(tmp_path: Path) -> None:
+    # Before: refused with "is it a checkpoint of this architecture?" (the _orig_mod. prefix).
+    source = create_model(_cfg())
+    compiled = torch.compile(source)  # compiles on first call only: the keys are what matter
+    state = compiled.state_dict()
+    assert next(iter(state)).startswith("_orig_mod.")
+    path = tmp_path / "compiled.pt"
+    torch.save(state, path)
+    model = create_model(_cfg())
+    report = load_backbone_weights(model, path)
+    assert report.complete and report.missing == ()
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
