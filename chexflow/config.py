@@ -133,7 +133,20 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto")
     amp: Bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
     channels_last: Bool = Field(True, description="channels-last memory format on CUDA.")
-    num_workers: Int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
+    threads: Int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="torch and BLAS threads; null: automatic, the usable cores that other "
+        "work leaves free, less one per loader worker (chexflow.runtime).",
+    )
+    num_workers: Int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="DataLoader worker processes (0: in the main process); null: automatic, "
+        "0 on CPU, min(4, cores // 2) on CUDA (chexflow.runtime).",
+    )
     bootstrap: Int = Field(
         200,
         ge=1,

@@ -253,8 +253,8 @@ def build_dataset(
 def training_fingerprint(
     prepared: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int
 ) -> str:
-    """What determines the trained weights (not the loader workers or bootstrap count)."""
-    relevant = train_cfg.model_dump(mode="json", exclude={"num_workers", "bootstrap"})
+    """What determines the trained weights (not threads, loader workers or bootstrap count)."""
+    relevant = train_cfg.model_dump(mode="json", exclude={"threads", "num_workers", "bootstrap"})
     return fingerprint(model_cfg, relevant, prepared.data_fingerprint, seed)
 
 
@@ -271,21 +271,19 @@ def train_model(
 ) -> TrainedModel:
     """Fine-tune (or resume) into ``<workdir>/checkpoints/<training fingerprint>``."""
     from chexflow.models import create_model, head_classes
+    from chexflow.runtime import loader_workers
     from chexflow.train import fit, seed_everything
 
     classes = head_classes(model_cfg)
     train_set, _ = build_dataset(prepared, "train", classes, data_cfg, workdir)
     val_set, _ = build_dataset(prepared, "val", classes, data_cfg, workdir)
     seed = prepared.seed
+    workers = loader_workers(train_cfg.num_workers, train_cfg.device)
     train_loader = make_loader(
-        train_set, train_cfg.batch_size, shuffle=True, seed=seed, num_workers=train_cfg.num_workers
+        train_set, train_cfg.batch_size, shuffle=True, seed=seed, num_workers=workers
     )
     val_loader = make_loader(
-        val_set,
-        train_cfg.batch_size * 2,
-        shuffle=False,
-        seed=seed,
-        num_workers=train_cfg.num_workers,
+        val_set, train_cfg.batch_size * 2, shuffle=False, seed=seed, num_workers=workers
     )
     train_fp = training_fingerprint(prepared, model_cfg, train_cfg, seed)
     checkpoint_dir = Path(workdir) / "checkpoints" / train_fp

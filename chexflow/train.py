@@ -35,7 +35,7 @@ log = logging.getLogger("chexflow.train")
 
 POS_WEIGHT_RANGE = (0.01, 100.0)
 # Settings that may change between an interrupted run and its resumption.
-_RESUME_FREE_SETTINGS = frozenset({"device", "num_workers", "bootstrap"})
+_RESUME_FREE_SETTINGS = frozenset({"device", "threads", "num_workers", "bootstrap"})
 
 Batch = Sequence[torch.Tensor]
 
