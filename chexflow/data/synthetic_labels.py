@@ -1,36 +1,50 @@
 """The synthetic dataset's label model: which observations a study reports, and how clearly.
 
-`draw_study` gives one study's CheXpert labels (``1``, ``0``, ``-1`` or blank per
-observation) and the strength in [0, 1] of each finding's visual signature, which
-`chexflow.data.radiograph.render_radiograph` draws. Positive labels come with clear
-signatures; uncertain labels (``-1.0``) with weak ones (or none: the report hedged on
-nothing visible).
+Every rate is fitted to the statistics measured on the real CheXpert train set
+(`chexflow.data.reference_stats`, fitted by `chexflow.data.label_fit`); nothing about the
+six evaluation classes is hand-tuned:
 
-Label model, and where it deviates from CheXpert on purpose: every frontal study draws
-a *profile*: Normal (10%, ``No Finding`` = 1.0), other findings only (25%: Lung Opacity,
-Pneumothorax, Support Devices, ... or only uncertain pathologies), one of the 5
-pathologies alone (31% in all) or a combination of them (33%: Edema with Pleural
-Effusion and Cardiomegaly, Atelectasis with Effusion, Consolidation with Edema and
-Effusion). Positive prevalence on frontal images then resembles CheXpert's frontal
-train set (Pleural Effusion 37%, Edema 27%, Atelectasis 17%, Cardiomegaly 14%,
-Consolidation 11%, No Finding 10%), but Consolidation and Cardiomegaly occur *alone*
-far more often than in CheXpert (and so a little more often overall): a small demo set
-needs enough exclusive single-label images for the representation analysis, and here
-each of the 6 evaluation classes has at least ~5% of the frontal images to itself
-(Normal 10%, Effusion 9%) while multi-label images stay common (33%). Uncertain
-(``-1.0``) cells are 5-15% of each pathology's non-blank cells; ``0.0`` mentions follow
-CheXpert's rates.
+- Each study is in one of 33 *states*: which of the 5 pathologies are positive (any of
+  the 32 subsets), or No Finding. The state distribution is the maximum-entropy one with
+  the release's prevalence, pairwise co-occurrence, single-label shares and share with
+  none of the six (e.g. Consolidation 6.8% positive, alone in 2.3% of images, with
+  Pleural Effusion in 51% of its images).
+- A patient's first study draws its state from that distribution; each later study from
+  a Markov chain with the release's repeat rates (Pleural Effusion positive again in the
+  next study 71%, Consolidation 26%) that keeps the distribution stationary.
+- A pathology that is not positive is uncertain (``-1.0``), negative (``0.0``) or blank
+  at the release's rates (Atelectasis 49% and Consolidation 43% of labelled cells
+  uncertain); in No Finding studies it is only ever ``0.0`` or blank, as CheXpert's
+  labeller writes No Finding only when nothing is positive or uncertain.
+
+The 8 other observations (Lung Opacity, Support Devices, ...) have no reference figures;
+their rates are CheXpert-like and depend on the positives (Lung Opacity with an opacity,
+Pneumonia with Consolidation). A study with none of the six positive and nothing else
+mentioned gets one other finding, so that its No Finding stays blank.
+
+`draw_study` gives one study's labels and the strength in [0, 1] of each finding's
+visual signature, which `chexflow.data.radiograph.render_radiograph` draws: clear for
+positive labels, weak (or none: the report hedged on nothing visible) for uncertain ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from functools import cache
+from typing import Any, TypeVar
 
 import numpy as np
 
+from chexflow.data.label_fit import (
+    NORMAL_STATE,
+    fit_combinations,
+    fit_persistence,
+    fit_studies_per_patient,
+    state_positives,
+)
 from chexflow.data.labels import NORMAL_COLUMN, OBSERVATIONS, PATHOLOGIES
+from chexflow.data.reference_stats import CHEXPERT_TRAIN_STATS
 
 _T = TypeVar("_T")
 
@@ -40,58 +54,62 @@ _OTHERS: tuple[str, ...] = tuple(
 )
 SUPPORT_DEVICES = "Support Devices"
 
-_NORMAL_PROFILE = "normal"
-_OTHER_PROFILE = "other"
-Profile = str | tuple[str, ...]
-# Share of frontal studies per profile: Normal, other findings only, one pathology alone,
-# several (the combinations' weights are relative within _MULTI_SHARE).
-_SINGLE_SHARE = {
-    EFFUSION: 0.09,
-    EDEMA: 0.055,
-    ATELECTASIS: 0.055,
-    CARDIOMEGALY: 0.055,
-    CONSOLIDATION: 0.055,
-}
-_MULTI_SHARE = 0.33
-_MULTI: dict[tuple[str, ...], float] = {
-    (EDEMA, EFFUSION): 0.25,
-    (ATELECTASIS, EFFUSION): 0.16,
-    (CARDIOMEGALY, EDEMA, EFFUSION): 0.1,
-    (CARDIOMEGALY, EFFUSION): 0.04,
-    (ATELECTASIS, EDEMA, EFFUSION): 0.04,
-    (CONSOLIDATION, EFFUSION): 0.04,
-    (CONSOLIDATION, EDEMA): 0.035,
-    (CARDIOMEGALY, EDEMA): 0.035,
-    (ATELECTASIS, EDEMA): 0.02,
-    (ATELECTASIS, CONSOLIDATION): 0.02,
-    (ATELECTASIS, CARDIOMEGALY): 0.005,
-    (CONSOLIDATION, EDEMA, EFFUSION): 0.015,
-    (ATELECTASIS, CARDIOMEGALY, EFFUSION): 0.01,
-    (ATELECTASIS, CARDIOMEGALY, EDEMA, EFFUSION): 0.012,
-    (CARDIOMEGALY, CONSOLIDATION): 0.005,
-}
-PROFILES: tuple[tuple[Profile, float], ...] = (
-    (_NORMAL_PROFILE, 0.10),
-    (_OTHER_PROFILE, 0.255),
-    *(((name,), share) for name, share in _SINGLE_SHARE.items()),
-    *((combo, _MULTI_SHARE * w / sum(_MULTI.values())) for combo, w in _MULTI.items()),
-)
-# Chance that an absent pathology is mentioned as uncertain (abnormal studies only).
-_UNCERTAIN_RATE = {
-    ATELECTASIS: 0.035,
-    CARDIOMEGALY: 0.025,
-    CONSOLIDATION: 0.04,
-    EDEMA: 0.04,
-    EFFUSION: 0.05,
-}
-# Chance that an absent pathology is mentioned as negative (doubled in normal studies).
-_NEGATIVE_RATE = {
-    ATELECTASIS: 0.01,
-    CARDIOMEGALY: 0.05,
-    CONSOLIDATION: 0.12,
-    EDEMA: 0.10,
-    EFFUSION: 0.15,
-}
+
+@dataclass(frozen=True, eq=False)
+class LabelModel:
+    """The fitted label model (see the module docstring); build it with `label_model`."""
+
+    states: np.ndarray  # P(state), length 33
+    transitions: np.ndarray  # P(next state | state), 33 x 33
+    studies_per_patient: np.ndarray  # P(n studies) at index n - 1
+    uncertain: Mapping[str, float]  # P(-1.0 | not positive, not No Finding)
+    negative: Mapping[str, float]  # P(0.0 | neither positive nor uncertain)
+
+    def first_state(self, rng: np.random.Generator) -> int:
+        """A first study's state."""
+        return _draw(rng, self.states)
+
+    def next_state(self, rng: np.random.Generator, state: int) -> int:
+        """The state of the study after one in ``state``."""
+        return _draw(rng, self.transitions[state])
+
+    def n_studies(self, rng: np.random.Generator) -> int:
+        """A patient's number of studies (heavy-tailed: 1 for half the patients)."""
+        return 1 + _draw(rng, self.studies_per_patient)
+
+
+def _draw(rng: np.random.Generator, p: np.ndarray) -> int:
+    """An index drawn with probability ``p`` (the last row axis)."""
+    cumulative = np.cumsum(p)
+    return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1], "right"), len(p) - 1))
+
+
+def fit_label_model(stats: Mapping[str, Any]) -> LabelModel:
+    """The label model fitted to ``stats`` (shaped like ``CHEXPERT_TRAIN_STATS``)."""
+    states = fit_combinations(stats)
+    per_class = stats["per_class"]
+    normal = per_class[NORMAL_COLUMN]["positive_share"]
+    uncertain, negative = {}, {}
+    for name in PATHOLOGIES:
+        c = per_class[name]
+        uncertain[name] = c["uncertain_share_of_images"] / (1 - c["positive_share"] - normal)
+        quiet = c["negative_share_of_images"] + c["blank_share_of_images"]
+        negative[name] = c["negative_share_of_images"] / quiet
+    return LabelModel(
+        states=states,
+        transitions=fit_persistence(states, stats),
+        studies_per_patient=fit_studies_per_patient(stats),
+        uncertain=uncertain,
+        negative=negative,
+    )
+
+
+@cache
+def label_model() -> LabelModel:
+    """The label model fitted to the real CheXpert train set's statistics (cached)."""
+    return fit_label_model(CHEXPERT_TRAIN_STATS)
+
+
 # (positive, uncertain, negative) rates of the other observations in abnormal studies.
 _OTHER_RATES: dict[str, tuple[float, float, float]] = {
     "Enlarged Cardiomediastinum": (0.03, 0.05, 0.10),
@@ -113,6 +131,7 @@ _OTHER_FORCED = (
     ("Pleural Other", 0.05),
 )
 _OPACITIES = (ATELECTASIS, CONSOLIDATION, EDEMA)
+_MENTIONED = (1, -1)
 
 
 @dataclass(frozen=True)
@@ -125,8 +144,13 @@ class Study:
 
 def choice(rng: np.random.Generator, table: Sequence[tuple[_T, float]]) -> _T:
     """An item of ``table``, drawn with probability proportional to its weight."""
-    weights = np.array([w for _, w in table])
-    return table[int(rng.choice(len(table), p=weights / weights.sum()))][0]
+    total = sum(w for _, w in table)
+    r, cumulative = rng.random() * total, 0.0
+    for item, weight in table:
+        cumulative += weight
+        if r < cumulative:
+            return item
+    return table[-1][0]
 
 
 def _strength(rng: np.random.Generator, label: int | None) -> float:
@@ -158,58 +182,81 @@ def _draw_other(
     return 0 if certain else None
 
 
-def _draw_labels(
-    rng: np.random.Generator, profile: Profile, certain: bool
+def _draw_pathologies(
+    rng: np.random.Generator, model: LabelModel, state: int, certain: bool
 ) -> dict[str, int | None]:
-    """One study's labels; ``certain`` gives valid.csv's 0/1-only consensus labels."""
     blank = 0 if certain else None
+    positives = set(state_positives(state))
     labels: dict[str, int | None] = {}
-    normal = profile == _NORMAL_PROFILE
-    positives = set() if isinstance(profile, str) else set(profile)
     draws = rng.random((len(PATHOLOGIES), 2))
     for name, (r_unc, r_neg) in zip(PATHOLOGIES, draws, strict=True):
         if name in positives:
             labels[name] = 1
-        elif not normal and not certain and r_unc < _UNCERTAIN_RATE[name]:
+        elif state != NORMAL_STATE and not certain and r_unc < model.uncertain[name]:
             labels[name] = -1
-        elif r_neg < _NEGATIVE_RATE[name] * (2 if normal else 1):
+        elif r_neg < model.negative[name]:
             labels[name] = 0
         else:
             labels[name] = blank
-    others = _draw_others(rng, profile, positives, certain)
-    labels.update(others)
-    mentioned = any(labels[o] in (1, -1) for o in (*PATHOLOGIES, *_OTHERS) if o != SUPPORT_DEVICES)
-    labels[NORMAL_COLUMN] = (0 if certain else None) if mentioned else 1
-    return {o: labels[o] for o in OBSERVATIONS}
+    return labels
 
 
 def _draw_others(
-    rng: np.random.Generator, profile: Profile, positives: set[str], certain: bool
+    rng: np.random.Generator, state: int, pathologies: Mapping[str, int | None], certain: bool
 ) -> dict[str, int | None]:
+    """The 8 other observations, given the state and its pathologies' labels."""
     blank = 0 if certain else None
-    if profile == _NORMAL_PROFILE:
+    if state == NORMAL_STATE:
         r = rng.random(3)
         others: dict[str, int | None] = dict.fromkeys(_OTHERS, blank)
         others["Pneumothorax"] = 0 if r[0] < 0.35 else blank
         others["Enlarged Cardiomediastinum"] = 0 if r[1] < 0.15 else blank
         others[SUPPORT_DEVICES] = 1 if r[2] < 0.35 else (0 if r[2] < 0.38 else blank)
         return others
+    positives = {name for name, value in pathologies.items() if value == 1}
     others = {name: _draw_other(rng, name, positives, certain) for name in _OTHERS}
     forced = choice(rng, _OTHER_FORCED)
-    if profile == _OTHER_PROFILE and not any(
-        others[o] in (1, -1) for o in _OTHERS if o != SUPPORT_DEVICES
-    ):
-        others[forced] = 1
+    seen = [v for o, v in (*pathologies.items(), *others.items()) if o != SUPPORT_DEVICES]
+    if not any(v in _MENTIONED for v in seen):
+        others[forced] = 1  # none of the six, but something was seen: No Finding stays off
     return others
 
 
-def draw_study(rng: np.random.Generator, profile: Profile, certain: bool) -> Study:
-    """One study of ``profile``; ``certain`` gives valid.csv's 0/1-only consensus labels."""
-    labels = _draw_labels(rng, profile, certain)
+def draw_labels(
+    rng: np.random.Generator, state: int, certain: bool, model: LabelModel | None = None
+) -> dict[str, int | None]:
+    """One study's 14 labels in ``state``; ``certain`` gives valid.csv's 0/1-only labels.
+
+    Args:
+        rng: The study's random stream.
+        state: A `chexflow.data.label_fit` state (0-32).
+        certain: Consensus labels (valid.csv): ``0.0`` instead of blank or uncertain.
+        model: The fitted model; default `label_model()`.
+
+    Returns:
+        Observation -> ``1``, ``0``, ``-1`` or ``None`` (blank), in CSV column order.
+    """
+    model = model or label_model()
+    labels = _draw_pathologies(rng, model, state, certain)
+    labels.update(_draw_others(rng, state, labels, certain))
+    labels[NORMAL_COLUMN] = 1 if state == NORMAL_STATE else (0 if certain else None)
+    return {o: labels[o] for o in OBSERVATIONS}
+
+
+def findings_of(rng: np.random.Generator, labels: Mapping[str, int | None]) -> dict[str, float]:
+    """Signature strength of each finding a study's labels report (absent ones left out)."""
     strengths = {o: _strength(rng, labels[o]) for o in OBSERVATIONS}
     findings = {o: s for o, s in strengths.items() if s > 0 and o != NORMAL_COLUMN}
     # An isolated "Lung Opacity" gets its own faint patch; alongside a named opacity
     # the named finding is the opacity.
     if any(labels[o] == 1 for o in _OPACITIES):
         findings.pop("Lung Opacity", None)
-    return Study(labels=labels, findings=findings)
+    return findings
+
+
+def draw_study(
+    rng: np.random.Generator, state: int, certain: bool, model: LabelModel | None = None
+) -> Study:
+    """One study in ``state``; ``certain`` gives valid.csv's 0/1-only consensus labels."""
+    labels = draw_labels(rng, state, certain, model)
+    return Study(labels=labels, findings=findings_of(rng, labels))
