@@ -172,6 +172,15 @@ class AnalysisConfig(_Section):
     bootstrap: Int = Field(200, ge=0, le=100_000, description="Resamples; 0: no intervals.")
     max_faithfulness_points: Int = Field(5000, ge=100, le=1_000_000)
     umap: Bool = Field(False, description="Also compute UMAP (needs the umap extra).")
+    min_patients: Int = Field(
+        10,
+        ge=2,
+        le=100_000,
+        description="Patients a class needs before the report gives it a verdict or a call.",
+    )
+    fdr: Float = Field(
+        0.05, gt=0, lt=1, description="False discovery rate of the report's secondary calls."
+    )
 
     @field_validator("tsne_seeds", "perplexities")
     @classmethod
@@ -229,7 +238,8 @@ class ChexflowConfig(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
-def _describe(error: ValidationError) -> str:
+def describe(error: ValidationError) -> str:
+    """The first error of a validation as ``section.key: message`` (one line)."""
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "config"
     return f"{where}: {first['msg']}"
@@ -316,7 +326,7 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
         return ChexflowConfig.model_validate(tree)
     except ValidationError as exc:
         source = f"config file {path}" if path else "config"
-        raise ConfigError(f"{source}: {_describe(exc)}") from exc
+        raise ConfigError(f"{source}: {describe(exc)}") from exc
 
 
 def config_to_yaml(config: BaseModel) -> str:
@@ -357,7 +367,10 @@ def check_fractions(fractions: list[float]) -> list[float]:
 
 
 def check_seeds(seeds: list[int]) -> list[int]:
-    """Seeds, none repeated."""
+    """Seeds in [0, 2**32), none repeated (numpy's seed sequences refuse negative seeds)."""
+    bad = [s for s in seeds if isinstance(s, bool) or not 0 <= s <= SEED_MAX]
+    if bad:
+        raise ConfigError(f"seeds must be whole numbers in [0, {SEED_MAX}]: got {bad}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds are repeated: {seeds}")
     return list(seeds)

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from chexflow import pipeline
 from chexflow.config import load_config
 from chexflow.errors import ChexflowError, ConfigError, DataError
+from chexflow.preflight import check_run_inputs
 from chexflow.tracking import default_tracking_uri, make_tracker
 from flows.cli import app
 
@@ -239,3 +240,130 @@ def test_compare_over_runs_that_do_not_exist_exits_2_without_a_traceback(
     )
     assert "Traceback" not in result.stdout + result.stderr
     assert "Retry" not in result.stdout + result.stderr, "a user error is not retried"
+
+
+# --- issue 16: one check of everything a run reads, before anything exists ---------------------
+
+
+def _copy(dataset: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "CheXpert-v1.0-small"
+    shutil.copytree(dataset, data)
+    return data
+
+
+def test_preflight_counts_every_image_of_the_runs(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = load_config(None, TINY)
+    inputs = check_run_inputs(config, tiny_dataset, [0.25, 0.5], [0, 1])
+    rows = {}
+    for fraction, seed in [(0.25, 0), (0.5, 0), (0.25, 1), (0.5, 1)]:
+        prepared = pipeline.prepare_data(tiny_dataset, config.data, fraction, seed, tmp_path)
+        for name in ("train", "val", "eval"):
+            rows.update(dict.fromkeys(prepared.frame(name)["path"]))
+    assert inputs.n_images == len(rows)
+    assert inputs.init is None and inputs.tags() == {}
+    assert set(inputs.seconds) == {"config", "model", "data", "images"}
+
+
+@pytest.mark.parametrize("part", ["eval", "val", "train"])
+def test_preflight_refuses_a_missing_image_of_any_part(
+    tiny_dataset: Path, tmp_path: Path, part: str
+) -> None:
+    # Before: a missing evaluation image failed the run after training, at evaluation.
+    data = _copy(tiny_dataset, tmp_path)
+    config = load_config(None, TINY)
+    prepared = pipeline.prepare_data(data, config.data, 0.5, 0, tmp_path / "scratch")
+    victim = prepared.frame(part)["path"].iloc[-1]
+    (data / victim).unlink()
+    with pytest.raises(DataError) as raised:
+        check_run_inputs(config, data, [0.5], [0])
+    assert str(raised.value) == (
+        f"1 of {preflight_images(config, data)} images are missing or unreadable; first: "
+        f"{data / victim} (file not found)"
+    )
+
+
+def preflight_images(config, data: Path) -> int:
+    from chexflow.preflight import run_images
+
+    return len(run_images(data, config, [0.5], [0])[1])
+
+
+def test_preflight_refuses_an_undecodable_image(tiny_dataset: Path, tmp_path: Path) -> None:
+    data = _copy(tiny_dataset, tmp_path)
+    config = load_config(None, TINY)
+    prepared = pipeline.prepare_data(data, config.data, 0.5, 0, tmp_path / "scratch")
+    victim = prepared.frame("train")["path"].iloc[3]
+    (data / victim).write_bytes((data / victim).read_bytes()[:200])  # truncated JPEG
+    with pytest.raises(DataError, match=rf"{victim} \(cannot decode"):
+        check_run_inputs(config, data, [0.5], [0])
+
+
+@pytest.mark.parametrize(
+    ("fractions", "seeds", "error", "expected"),
+    [
+        ([0.5], [-1], ConfigError, "seeds must be whole numbers in [0, 4294967295]: got [-1]"),
+        ([0.5, 0.5], [0], ConfigError, "fractions are repeated"),
+        ([1e-6], [0], DataError, "less than one patient"),
+    ],
+)
+def test_preflight_refuses_fractions_and_seeds_that_cannot_run(
+    tiny_dataset: Path, fractions, seeds, error, expected
+) -> None:
+    with pytest.raises(error) as raised:
+        check_run_inputs(load_config(None, TINY), tiny_dataset, fractions, seeds)
+    assert expected in str(raised.value)
+
+
+def test_preflight_revalidates_a_config_built_without_validation(tiny_dataset: Path) -> None:
+    # A flow parameter can arrive as a dict or an unvalidated model.
+    config = load_config(None, TINY)
+    bad = config.model_copy(update={"analysis": config.analysis.model_construct(perplexities=[0])})
+    with pytest.raises(ConfigError, match=r"^config: analysis\.perplexities\.0: Input should be"):
+        check_run_inputs(bad, tiny_dataset, [0.5], [0])
+    raw = config.model_dump(mode="json")
+    raw["train"]["epochs"] = True
+    with pytest.raises(ConfigError, match=r"^config: train\.epochs: Input should be a valid int"):
+        check_run_inputs(raw, tiny_dataset, [0.5], [0])
+
+
+def test_preflight_refuses_a_pickle_bearing_checkpoint_unread(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _Payload(marker)}, path)
+    config = load_config(None, [*TINY, f"model.init_checkpoint={path}"])
+    with pytest.raises(ChexflowError, match="refused to load"):
+        check_run_inputs(config, tiny_dataset, [0.5], [0])
+    assert not marker.exists()
+
+
+def test_preflight_checks_checkpoint_coverage_and_reports_it(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    state = timm.create_model("resnet10t", in_chans=1, num_classes=5).state_dict()
+    path = tmp_path / "resnet10t.safetensors"
+    save_file({k: v for k, v in state.items() if not k.startswith("layer4")}, str(path))
+    base = [*TINY, "model.name=resnet10t", f"model.init_checkpoint={path}"]
+    with pytest.raises(ConfigError, match="backbone tensors of resnet10t") as raised:
+        check_run_inputs(load_config(None, base), tiny_dataset, [0.5], [0])
+    assert "model.init_strict=false" in str(raised.value)
+    inputs = check_run_inputs(
+        load_config(None, [*base, "model.init_strict=false"]), tiny_dataset, [0.5], [0]
+    )
+    missing = sum(k.startswith("layer4") and "num_batches" not in k for k in state)
+    assert inputs.tags()["chexflow.init_missing"] == str(missing) != "0"
+    assert inputs.tags()["chexflow.init_unexpected"] == "0"
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.mkdir, (str(self.marker),)
