@@ -327,8 +327,17 @@ def test_resampled_geometry_agrees_with_the_run_metrics() -> None:
     run = make_run(0.1)
     edema = comparison["classwise"]["Edema"]
     at_10 = edema["cohesion"]["by_fraction"][1]
-    assert at_10["value"] == pytest.approx(run.metrics["intra_distance"]["Edema"])
+    relative = run.metrics["relative_geometry"]
+    assert at_10["value"] == pytest.approx(relative["cohesion"]["Edema"])
     assert at_10["ci_low"] <= at_10["value"] <= at_10["ci_high"]
+    assert at_10["unit"] == "patient"
+    pair = comparison["structure"]["centroids"]["pairs"]
+    consolidation_edema = next(p for p in pair if {p["a"], p["b"]} == {"Consolidation", "Edema"})
+    matrix = relative["centroid_distances"]["matrix"]
+    i, j = run.metrics["classes"].index("Consolidation"), run.metrics["classes"].index("Edema")
+    assert consolidation_edema["distance"]["by_fraction"][1]["value"] == pytest.approx(matrix[i][j])
+    silhouette = comparison["structure"]["overall"]["silhouette"]["by_fraction"][1]
+    assert silhouette["value"] == pytest.approx(run.metrics["silhouette"]["value"])
     purity = edema["purity"]["by_fraction"][1]
     index = run.metrics["classes"].index("Edema")
     assert purity["value"] == pytest.approx(run.metrics["knn"]["mixing"]["matrix"][index][index])
@@ -362,38 +371,40 @@ def test_mixing_and_partners_flip_at_their_thresholds() -> None:
         "compactness": "compact",
         "mixing_level": "high",
         "partners": ["Edema", "Atelectasis"],
+        "too_few": None,
     }
 
 
-def _set_class(run: RunRecord, name: str, silhouette: float, purity: float) -> RunRecord:
-    m = run.metrics
-    m["silhouette_by_class"][name]["value"] = silhouette
-    i = m["classes"].index(name)
-    row = m["knn"]["mixing"]["matrix"][i]
-    others = [j for j in range(len(row)) if j != i]
-    row[i] = purity
-    for j in others:  # the rest of the row: mostly Edema when mixing is high
-        row[j] = (1 - purity) * (0.7 if m["classes"][j] == "Edema" else 0.3 / (len(others) - 1))
+def _move_class(run: RunRecord, name: str, like: str | None, seed: int) -> RunRecord:
+    """Redraw a class's single-label embeddings: inside class ``like``'s cloud, or (None)
+    as a tight, far-away cluster of its own."""
+    _positives, exclusive = _labels()
+    x = run.feature_array.copy()
+    rows = [i for i, e in enumerate(exclusive) if e == name]
+    rng = np.random.default_rng(seed)
+    if like is None:
+        x[rows] = 40.0 + 0.1 * rng.normal(size=(len(rows), x.shape[1]))
+    else:
+        centre = x[[i for i, e in enumerate(exclusive) if e == like]].mean(axis=0)
+        x[rows] = centre + rng.normal(size=(len(rows), x.shape[1]))
+    run.feature_array = x.astype(np.float32)
     return run
 
 
 def test_class_verdict_in_the_report_flips_when_the_numbers_cross() -> None:
-    low = _set_class(make_run(0.01), "Consolidation", -0.10, 0.40)
-    high = _set_class(make_run(0.1), "Consolidation", 0.30, 0.95)
+    """Consolidation drawn inside Edema's cloud at 1% and on its own at 10%."""
+    low = _move_class(make_run(0.01), "Consolidation", "Edema", seed=5)
+    high = _move_class(make_run(0.1), "Consolidation", None, seed=5)
     comparison = build_comparison([low, high])
     rows = comparison["classwise"]["Consolidation"]["by_fraction"]
-    assert rows[0]["verdict"] == {
-        "compactness": "diffuse",
-        "mixing_level": "high",
-        "partners": ["Edema"],
-    }
+    assert rows[0]["verdict"]["mixing_level"] == "high"
+    assert rows[0]["verdict"]["partners"] == ["Edema"]
+    assert rows[0]["partners"][0]["lift"]["ci_low"] > 1
     assert rows[1]["verdict"]["compactness"] == "compact"
-    assert rows[1]["verdict"]["mixing_level"] == "low"
+    assert rows[1]["verdict"]["partners"] == []
     markdown = render_markdown(comparison)
-    assert (
-        "**Consolidation**: diffuse, mixed with Edema 42% at 1% → compact, 5% mixing at 10%."
-        in markdown
-    )
+    line = next(x for x in markdown.splitlines() if x.startswith("- **Consolidation**"))
+    assert "mixed with Edema 49% at 1% → compact" in line
 
 
 def test_calls_follow_the_interval_rules() -> None:

@@ -19,9 +19,10 @@ from chexflow.analysis.run_analysis import jsonable
 from chexflow.comparison import RunRecord, check_comparable, order_records
 from chexflow.report import verdicts
 from chexflow.report.context import build_context
+from chexflow.report.fdr import apply_fdr
 from chexflow.report.figures import make_figures
 from chexflow.report.render import to_html, to_markdown
-from chexflow.report.sections_classes import classwise, overlap
+from chexflow.report.sections_classes import class_calls, classwise, overlap
 from chexflow.report.sections_global import (
     conclusion,
     design,
@@ -64,6 +65,10 @@ def build_comparison(records: list[RunRecord]) -> dict[str, Any]:
         "downstream": downstream(ctx),
         "limitations": limitations(ctx),
     }
+    # Calls are final only once the false discovery rate is controlled across all of them.
+    sections["design"]["multiplicity"] = apply_fdr(ctx)
+    for entry in sections["classwise"].values():
+        entry["calls"] = class_calls(ctx, entry)
     sections["conclusion"] = conclusion(ctx, sections)
     return jsonable(sections)
 

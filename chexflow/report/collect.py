@@ -1,9 +1,10 @@
 """One run's numbers as flat ``key -> interval``: what the comparison aggregates.
 
-Point values are those of the run's own artifacts (``metrics/evaluation.json`` and
-``metrics/cluster_metrics.json``, docs/METRICS.md), so the report agrees with MLflow.
-Intervals come from the artifacts where they carry one, from ``resample.py`` for the
-geometry and kNN mixing, and from a Wilson interval for shares of counted images.
+Values as the run's own artifacts logged them (``metrics/evaluation.json`` and
+``metrics/cluster_metrics.json``, docs/METRICS.md), with the intervals they carry, or a
+Wilson interval for shares of counted images. Where the embeddings are at hand,
+``context`` replaces every quantity ``resample.py`` re-scores by its value and
+patient-bootstrap interval on the comparison's shared resamples.
 
 Keys: ``auroc/mean``, ``auroc/<c>``; ``overall/<name>``; per class ``silhouette/<c>``,
 ``cohesion/<c>``, ``separation/<c>``, ``purity/<c>``, ``knn_accuracy/<c>``; per pair
@@ -17,8 +18,7 @@ from itertools import combinations
 from typing import Any
 
 from chexflow.comparison import RunRecord
-from chexflow.report.resample import BIAS_SHIFTED, Resampled
-from chexflow.report.stats import bootstrap_interval, interval, wilson
+from chexflow.report.stats import interval, wilson
 
 Quantities = dict[str, dict[str, Any]]
 
@@ -37,9 +37,12 @@ BOUNDS: tuple[tuple[str, tuple[float | None, float | None]], ...] = (
     ("map/tsne_silhouette_sd", POSITIVE),
     ("map/n_maps", POSITIVE),
     ("map/", SIGNED_UNIT),
-    ("cohesion/", COSINE_DISTANCE),
-    ("separation/", COSINE_DISTANCE),
-    ("centroid/", COSINE_DISTANCE),
+    ("cohesion/", POSITIVE),
+    ("separation/", POSITIVE),
+    ("centroid/", POSITIVE),
+    ("lift/", POSITIVE),
+    ("pairlift/", POSITIVE),
+    ("puritylift/", POSITIVE),
     ("auroc/", UNIT),
     ("purity/", UNIT),
     ("mix/", UNIT),
@@ -64,16 +67,6 @@ def _ci(block: dict[str, Any] | None) -> dict[str, Any]:
 
 def _point(value: Any) -> dict[str, Any]:
     return interval(value)
-
-
-def _resampled(point: Any, key: str, resampled: Resampled | None) -> dict[str, Any]:
-    if point is None or resampled is None or key not in resampled.samples:
-        return _point(point)
-    shift = key.startswith(BIAS_SHIFTED)
-    low, high, se = bootstrap_interval(point, resampled.samples[key], resampled.scale[key], shift)
-    if shift and low is not None:
-        low = max(low, 0.0)  # distances are ≥ 0
-    return interval(point, low, high, "bias-shifted bootstrap" if shift else "bootstrap", se)
 
 
 def auroc_quantities(record: RunRecord) -> Quantities:
@@ -102,29 +95,34 @@ def overall_quantities(m: dict[str, Any]) -> Quantities:
     }
 
 
-def class_quantities(m: dict[str, Any], resampled: Resampled | None) -> Quantities:
-    """Per class: silhouette, cohesion, separation, kNN purity and accuracy; per pair:
-    directed mixing, symmetric overlap and centroid distance."""
+def class_quantities(m: dict[str, Any]) -> Quantities:
+    """Per class: silhouette, scale-free cohesion and separation, kNN purity and accuracy;
+    per pair: directed mixing, symmetric overlap and scale-free centroid distance.
+
+    Point values as logged; ``context`` replaces them, with patient-bootstrap intervals,
+    by the values it re-scores from the embeddings.
+    """
     classes = m["classes"]
     mixing = m["knn"]["mixing"]["matrix"]
-    distances = m["centroid_distances"]["matrix"]
+    rel = m.get("relative_geometry") or {}
+    cohesion = rel.get("cohesion", {})
+    separation = rel.get("separation", {})
+    distances = rel.get("centroid_distances", {}).get("matrix")
     out: Quantities = {}
     for i, c in enumerate(classes):
         out[f"silhouette/{c}"] = _ci(m["silhouette_by_class"].get(c))
-        out[f"cohesion/{c}"] = _resampled(m["intra_distance"].get(c), f"cohesion/{c}", resampled)
-        nearest = m["nearest_centroid"].get(c, {}).get("distance")
-        out[f"separation/{c}"] = _resampled(nearest, f"separation/{c}", resampled)
-        out[f"purity/{c}"] = _resampled(mixing[i][i], f"purity/{c}", resampled)
+        out[f"cohesion/{c}"] = _point(cohesion.get(c))
+        out[f"separation/{c}"] = _point(separation.get(c, {}).get("distance"))
+        out[f"purity/{c}"] = _point(mixing[i][i])
         accuracy = m["knn"]["accuracy_by_class"].get(c, {})
         out[f"knn_accuracy/{c}"] = wilson(accuracy.get("value"), accuracy.get("n"))
         for j, b in enumerate(classes):
             if i != j and mixing[i][j] is not None:
-                out[f"mix/{c}/{b}"] = _resampled(mixing[i][j], f"mix/{c}/{b}", resampled)
+                out[f"mix/{c}/{b}"] = _point(mixing[i][j])
     for (i, a), (j, b) in combinations(enumerate(classes), 2):
         if mixing[i][j] is not None and mixing[j][i] is not None:
-            share = (mixing[i][j] + mixing[j][i]) / 2
-            out[f"overlap/{a}/{b}"] = _resampled(share, f"overlap/{a}/{b}", resampled)
-        out[f"centroid/{a}/{b}"] = _resampled(distances[i][j], f"centroid/{a}/{b}", resampled)
+            out[f"overlap/{a}/{b}"] = _point((mixing[i][j] + mixing[j][i]) / 2)
+        out[f"centroid/{a}/{b}"] = _point(distances[i][j] if distances else None)
     return out
 
 
@@ -162,13 +160,13 @@ def multilabel_quantities(m: dict[str, Any]) -> Quantities:
     return out
 
 
-def run_quantities(record: RunRecord, resampled: Resampled | None) -> Quantities:
+def run_quantities(record: RunRecord) -> Quantities:
     """Every per-run number the comparison uses, keyed as in the module docstring."""
     m = record.metrics
     return {
         **auroc_quantities(record),
         **overall_quantities(m),
-        **class_quantities(m, resampled),
+        **class_quantities(m),
         **map_quantities(m),
         **multilabel_quantities(m),
     }

@@ -33,14 +33,28 @@ def nearest_class(group: Group, name: str, classes: list[str]) -> str | None:
     return min(known, key=known.__getitem__) if known else None
 
 
+def above_chance(estimate: dict[str, Any]) -> bool:
+    """A lift whose 95% interval lies above 1: more neighbours than chance would give."""
+    return estimate.get("ci_low") is not None and estimate["ci_low"] > 1.0
+
+
 def _partners(group: Group, name: str, ctx: Context, base: dict[str, float]) -> list[dict]:
+    """The other classes by chance-corrected mixing (lift), highest first."""
     shares = [
-        {"class": other, "share": group.estimate(f"mix/{name}/{other}"), "base_rate": base[other]}
+        {
+            "class": other,
+            "share": group.estimate(f"mix/{name}/{other}"),
+            "chance": group.point(f"chance/mix/{name}/{other}"),
+            "lift": group.estimate(f"lift/{name}/{other}"),
+            "base_rate": base[other],
+        }
         for other in ctx.classes
         if other != name
     ]
     shares = [s for s in shares if s["share"]["value"] is not None]
-    shares.sort(key=lambda s: -s["share"]["value"])
+    shares.sort(key=lambda s: -(s["lift"]["value"] or 0.0))
+    for s in shares:
+        s["above_chance"] = above_chance(s["lift"])
     return shares[: v.MAX_PARTNERS]
 
 
@@ -49,10 +63,16 @@ def _class_at(group: Group, name: str, ctx: Context, base: dict[str, float]) -> 
     purity = group.estimate(f"purity/{name}")["value"]
     mixing = None if purity is None else 1.0 - purity
     partners = _partners(group, name, ctx, base)
+    few = ctx.too_few(f"class/{name}")
     verdict = v.class_verdict(
         silhouette,
         mixing,
-        [{"class": p["class"], "share": p["share"]["value"]} for p in partners],
+        [
+            {"class": p["class"], "share": p["share"]["value"]}
+            for p in partners
+            if p["above_chance"]
+        ],
+        too_few=None if few is None else f"too few patients (n = {few})",
     )
     return {
         "fraction": group.fraction,
@@ -63,26 +83,44 @@ def _class_at(group: Group, name: str, ctx: Context, base: dict[str, float]) -> 
     }
 
 
+def class_calls(ctx: Context, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The call on each change of a class's silhouette, in words (``verdicts.change_call``)."""
+    pairs = contrasts(ctx.groups)
+    return [
+        {
+            "from": ctx.groups[i].fraction,
+            "to": ctx.groups[j].fraction,
+            "call": v.change_call(change, "silhouette"),
+        }
+        for (i, j), change in zip(pairs, entry["silhouette"]["changes"], strict=True)
+    ]
+
+
 def classwise(ctx: Context) -> dict[str, Any]:
     """Per class: silhouette, cohesion, separation and kNN purity as series, where it sits
     and what it mixes with per fraction, a verdict per fraction, and a call per change."""
     base = base_rates(ctx)
     counts = ctx.groups[0].records[0].metrics["class_counts"]
-    pairs = contrasts(ctx.groups)
     out: dict[str, Any] = {}
     for name in ctx.classes:
-        entry: dict[str, Any] = {"n": counts[name], "base_rate": base[name]}
-        for quantity in ("silhouette", "cohesion", "separation", "purity", "knn_accuracy"):
+        entry: dict[str, Any] = {
+            "n": counts[name],
+            "n_patients": ctx.class_patients.get(name),
+            "too_few_patients": ctx.too_few(f"class/{name}") is not None,
+            "base_rate": base[name],
+            "purity_chance": ctx.groups[0].point(f"chance/purity/{name}"),
+        }
+        for quantity in (
+            "silhouette",
+            "cohesion",
+            "separation",
+            "purity",
+            "puritylift",
+            "knn_accuracy",
+        ):
             entry[quantity] = ctx.series(f"{quantity}/{name}")
         entry["by_fraction"] = [_class_at(g, name, ctx, base) for g in ctx.groups]
-        entry["calls"] = [
-            {
-                "from": ctx.groups[i].fraction,
-                "to": ctx.groups[j].fraction,
-                "call": v.change_call(change, "silhouette"),
-            }
-            for (i, j), change in zip(pairs, entry["silhouette"]["changes"], strict=True)
-        ]
+        entry["calls"] = class_calls(ctx, entry)
         out[name] = entry
     return out
 
@@ -96,20 +134,25 @@ def mixing_matrix(group: Group, ctx: Context) -> list[list[float | None]]:
 
 
 def _top_pairs(group: Group, ctx: Context, base: dict[str, float]) -> list[dict[str, Any]]:
+    """Pairs that mix more than chance (lift's 95% CI above 1), by lift, at most TOP_PAIRS."""
     ranked = []
     for a, b in combinations(ctx.classes, 2):
         share = group.estimate(f"overlap/{a}/{b}")
-        if share["value"] is not None:
+        lift = group.estimate(f"pairlift/{a}/{b}")
+        if share["value"] is not None and lift["value"] is not None and above_chance(lift):
+            if ctx.too_few(f"pair/{a}/{b}") is not None:
+                continue
             ranked.append(
                 {
                     "a": a,
                     "b": b,
                     "share": share,
-                    "chance": (base[a] + base[b]) / 2,
+                    "chance": group.point(f"chance/overlap/{a}/{b}"),
+                    "lift": lift,
                     "similar": v.is_similar(a, b),
                 }
             )
-    ranked.sort(key=lambda p: -p["share"]["value"])
+    ranked.sort(key=lambda p: -p["lift"]["value"])
     return [{"rank": r, **p} for r, p in enumerate(ranked[: v.TOP_PAIRS], start=1)]
 
 
@@ -122,6 +165,8 @@ def _multilabel_pairs(ctx: Context) -> list[dict[str, Any]]:
     out = []
     for (a, b), n in ranked:
         key = f"ml/{a}|{b}"
+        contrast = f"mlcontrast/{a}|{b}"
+        first = ctx.groups[0]
         entry = {
             "classes": [a, b],
             "count": n,
@@ -129,6 +174,12 @@ def _multilabel_pairs(ctx: Context) -> list[dict[str, Any]]:
             "betweenness": ctx.series(f"{key}/betweenness"),
             "share_nearest_own": ctx.series(f"{key}/share_nearest_own"),
             "share_inside_one": ctx.series(f"{key}/share_inside_one"),
+            "baseline": {
+                "betweenness": first.point(f"{contrast}/betweenness_baseline"),
+                "inside_one": first.point(f"{contrast}/inside_one_baseline"),
+            },
+            "betweenness_contrast": ctx.series(f"{contrast}/betweenness"),
+            "inside_one_contrast": ctx.series(f"{contrast}/inside_one"),
         }
         entry["position"] = [_position(entry, i, g.fraction) for i, g in enumerate(ctx.groups)]
         out.append(entry)
@@ -146,7 +197,7 @@ def _position(entry: dict[str, Any], i: int, fraction: float) -> dict[str, Any]:
 
 
 def overlap(ctx: Context) -> dict[str, Any]:
-    """Top overlapping pairs per fraction, the pairs that persist, and multi-label images."""
+    """Pairs that mix more than chance per fraction, those that persist, multi-label images."""
     base = base_rates(ctx)
     top = [{"fraction": g.fraction, "pairs": _top_pairs(g, ctx, base)} for g in ctx.groups]
     listed = {(p["a"], p["b"]) for t in top for p in t["pairs"]}
@@ -161,8 +212,9 @@ def overlap(ctx: Context) -> dict[str, Any]:
             "b": b,
             "similar": v.is_similar(a, b),
             "persistent": (a, b) in persistent,
-            "chance": (base[a] + base[b]) / 2,
+            "chance": ctx.groups[0].point(f"chance/overlap/{a}/{b}"),
             "share": ctx.series(f"overlap/{a}/{b}"),
+            "lift": ctx.series(f"pairlift/{a}/{b}"),
         }
         for a, b in combinations(ctx.classes, 2)
         if (a, b) in listed

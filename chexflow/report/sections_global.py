@@ -3,6 +3,7 @@ limitations and the conclusion."""
 
 from __future__ import annotations
 
+import json
 from itertools import combinations
 from typing import Any
 
@@ -11,7 +12,14 @@ from scipy.stats import spearmanr
 
 from chexflow.comparison import RunRecord
 from chexflow.report import verdicts as v
-from chexflow.report.context import Context, Group, agreement, contrasts, primary_contrast
+from chexflow.report.context import (
+    PRIMARY_KEYS,
+    Context,
+    Group,
+    agreement,
+    contrasts,
+    primary_contrast,
+)
 from chexflow.report.resample import AGREEMENT_K, MAX_AGREEMENT_POINTS
 from chexflow.report.sections_classes import base_rates, nearest_class
 from chexflow.report.stats import SIGNIFICANT, SUGGESTIVE, aggregate
@@ -88,7 +96,29 @@ def design(ctx: Context) -> dict[str, Any]:
         "auroc_classes": ctx.auroc_classes,
         "knn_k": m.get("knn", {}).get("k"),
         "embeddings_available": ctx.embeddings_available,
-        "resamples": m.get("bootstrap", {}).get("resamples"),
+        "resamples": ctx.shared.n_resamples if ctx.shared else None,
+        "n_patients": ctx.shared.n_patients if ctx.shared else None,
+        "class_patients": ctx.class_patients,
+        "min_patients": ctx.min_patients,
+        "too_few_patients": [c for c in ctx.classes if ctx.too_few(f"class/{c}") is not None],
+        "label_policies": sorted(
+            {json.dumps(getattr(r, "label_policy", None) or {}, sort_keys=True) for r in records}
+        ),
+        "uncertain_excluded": {
+            c: first.auroc["classes"][c].get("n_uncertain_excluded") for c in ctx.auroc_classes
+        },
+        "intervals": {
+            "unit": "patient"
+            if ctx.shared and ctx.shared.n_patients < (m.get("n") or 0)
+            else "image",
+            "one_seed": "percentile bootstrap over patients (bias-shifted for geometry)",
+            "several_seeds": "two-level bootstrap: seeds with replacement, then patients",
+            "difference": "paired bootstrap over the same patients (seeds drawn per side)",
+            "fallback": "t-interval across seeds, or the run's own interval, for numbers "
+            "the runs logged without per-image values",
+        },
+        "fdr": ctx.fdr,
+        "primary_keys": list(PRIMARY_KEYS),
     }
 
 
@@ -169,7 +199,7 @@ def _agreements(ctx: Context) -> dict[str, Any]:
     for i, j in contrasts(ctx.groups):
         a, b = ctx.groups[i], ctx.groups[j]
         matched = list(zip(a.neighbours, b.neighbours, a.seeds, strict=False))
-        intervals = [agreement(x, y, seed) for x, y, seed in matched]
+        intervals = [agreement(x, y, ctx.shared) for x, y, _seed in matched]
         between.append(
             {
                 "from": a.fraction,
@@ -181,7 +211,7 @@ def _agreements(ctx: Context) -> dict[str, Any]:
     for g in ctx.groups:
         if len(g.records) >= 2:
             lists = list(zip(g.neighbours[:-1], g.neighbours[1:], g.seeds, strict=False))
-            intervals = [agreement(x, y, s) for x, y, s in lists]
+            intervals = [agreement(x, y, ctx.shared) for x, y, _s in lists]
             estimate = aggregate(intervals, [s for *_, s in lists], (0.0, 1.0))
             within.append({"fraction": g.fraction, **estimate})
     return {
@@ -215,6 +245,11 @@ def downstream(ctx: Context) -> dict[str, Any]:
         "excluded_fractions": [g.fraction for g in ctx.groups if g.reference],
         "n_eval": first.get("n"),
         "n_pos": {c: first["classes"][c].get("n_pos") for c in ctx.auroc_classes},
+        "n_neg": {c: first["classes"][c].get("n_neg") for c in ctx.auroc_classes},
+        "n_uncertain_excluded": {
+            c: first["classes"][c].get("n_uncertain_excluded") for c in ctx.auroc_classes
+        },
+        "labels": "certain labels only: 1 positive; 0 or blank negative; −1 left out",
         "mean": ctx.series("auroc/mean", groups) if groups else None,
         "classes": {c: ctx.series(f"auroc/{c}", groups) for c in ctx.auroc_classes}
         if groups
@@ -326,12 +361,40 @@ def conclusion(ctx: Context, sections: dict[str, Any]) -> dict[str, Any]:
             "classes": _class_calls(sections["classwise"]),
         },
         "persistent_overlaps": sections["overlap"]["persistent"],
+        "reference_bar": _reference_bar(ctx, sections),
         "not_significant": _not_significant(sections),
         "resolution": {
             "auroc_mean": _half_width(_primary(down["mean"])),
             "silhouette": _half_width(_primary(overall["silhouette"])),
         },
     }
+
+
+REFERENCE_MEASURES = (
+    ("silhouette", "silhouette"),
+    ("knn_accuracy", "kNN accuracy"),
+    ("linear_probe", "linear probe AUROC"),
+)
+
+
+def _reference_bar(ctx: Context, sections: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per labelled fraction and representation measure: does it beat the initial backbone?
+
+    The 0% run is the bar: a fraction that is not significantly better than the untrained
+    features on a measure (``beats: false``) has not improved it, whatever its trend.
+    """
+    reference = [g.fraction for g in ctx.groups if g.reference]
+    if not reference:
+        return []
+    overall = sections["structure"]["overall"]
+    out = []
+    for name, label in REFERENCE_MEASURES:
+        for change in overall[name]["changes"]:
+            if change["from"] != reference[0] or change["to"] in reference:
+                continue
+            better = change["call"] == SIGNIFICANT and (change["delta"] or 0) > 0
+            out.append({"measure": label, "key": name, "beats": better, **change})
+    return out
 
 
 def _half_width(change: dict[str, Any] | None) -> float | None:

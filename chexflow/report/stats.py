@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
+from chexflow.analysis.bootstrap import percentile_interval
+
 CI_LEVEL = 0.95
 Z_CI = float(scipy_stats.norm.ppf(0.5 + CI_LEVEL / 2))  # 1.96
 # The four calls a difference can get, from its 95% CI and its standard error.
@@ -23,7 +25,8 @@ SIGNIFICANT = "significant"  # the 95% CI of the difference excludes 0
 SUGGESTIVE = "suggestive"  # it includes 0, but |difference| ≥ 1 standard error
 WITHIN_NOISE = "within noise"  # |difference| < 1 standard error
 UNTESTED = "untested"  # no interval on at least one side
-CALLS = (SIGNIFICANT, SUGGESTIVE, WITHIN_NOISE, UNTESTED)
+TOO_FEW = "too few patients"  # a class below the minimum number of patients: no call
+CALLS = (SIGNIFICANT, SUGGESTIVE, WITHIN_NOISE, UNTESTED, TOO_FEW)
 MIN_SEEDS_FOR_T = 2
 
 
@@ -33,14 +36,28 @@ def interval(
     high: float | None = None,
     method: str = "bootstrap",
     se: float | None = None,
+    unit: str | None = None,
 ) -> dict[str, Any]:
-    """One run's value and 95% interval; ``method`` is ``none`` without an interval."""
+    """One run's value and 95% interval; ``method`` is ``none`` without an interval.
+
+    ``unit`` is what was resampled (``patient``, ``image``, ``seed``). The interval is
+    widened to contain ``value`` if it does not: no printed interval excludes its point.
+    """
     value = _finite(value)
     low, high, se = _finite(low), _finite(high), _finite(se)
     if value is None or low is None or high is None:
-        low = high = se = None
+        low = high = se = unit = None
         method = "none"
-    return {"value": value, "ci_low": low, "ci_high": high, "method": method, "se": se}
+    else:
+        low, high = min(low, value), max(high, value)
+    return {
+        "value": value,
+        "ci_low": low,
+        "ci_high": high,
+        "method": method,
+        "unit": unit,
+        "se": se,
+    }
 
 
 def wilson(share: float | None, n: int | None) -> dict[str, Any]:
@@ -50,7 +67,7 @@ def wilson(share: float | None, n: int | None) -> dict[str, Any]:
     z2 = Z_CI**2
     centre = (share + z2 / (2 * n)) / (1 + z2 / n)
     half = Z_CI * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return interval(share, max(0.0, centre - half), min(1.0, centre + half), "wilson")
+    return interval(share, max(0.0, centre - half), min(1.0, centre + half), "wilson", unit="image")
 
 
 def _finite(value: Any) -> float | None:
@@ -97,7 +114,7 @@ def aggregate(
     if bounds[1] is not None:
         high = min(high, bounds[1])
     return {
-        **interval(mean, low, high, "t", sd / math.sqrt(len(values))),
+        **interval(mean, low, high, "t", sd / math.sqrt(len(values)), unit="seed"),
         "n_seeds": len(runs),
         "sd": sd,
         "per_seed": runs,
@@ -153,9 +170,76 @@ def difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "ci_low": delta - half,
         "ci_high": delta + half,
         "method": method,
+        "unit": "seed" if method == "welch" else "run",
+        "se": se,
+        "p": _p_normal(delta, se),
         "call": call(delta, half, se),
         "intervals_overlap": _overlap(a, b),
     }
+
+
+def _p_normal(delta: float, se: float) -> float:
+    """Two-sided p-value of ``delta`` under a normal null with standard error ``se``."""
+    if se <= 0:
+        return 0.0 if delta != 0 else 1.0
+    return float(2 * scipy_stats.norm.sf(abs(delta) / se))
+
+
+def paired_difference(
+    a: dict[str, Any],
+    b: dict[str, Any],
+    samples_a: np.ndarray,
+    samples_b: np.ndarray,
+    shift: bool = False,
+) -> dict[str, Any]:
+    """``b − a`` from the two estimates' samples on the *same* patient resamples.
+
+    Resample r of both sides holds the same patients, so ``samples_b[r] − samples_a[r]``
+    is a paired bootstrap of the difference (seeds, where drawn, are drawn independently
+    per side). 95% percentile interval (shifted by the resampling bias for geometry),
+    widened to contain the difference; ``p`` from the bootstrap standard error.
+    """
+    if a.get("value") is None or b.get("value") is None:
+        return _untested(None)
+    delta = b["value"] - a["value"]
+    diffs = np.asarray(samples_b, dtype=np.float64) - np.asarray(samples_a, dtype=np.float64)
+    finite = diffs[np.isfinite(diffs)]
+    if finite.size < 2:
+        return _untested(delta)
+    low, high = percentile_interval(delta, finite, CI_LEVEL, shift=shift)
+    se = float(finite.std(ddof=1))
+    return {
+        "delta": delta,
+        "ci_low": low,
+        "ci_high": high,
+        "method": "paired bootstrap"
+        + (" (seeds, then patients)" if max(a["n_seeds"], b["n_seeds"]) > 1 else ""),
+        "unit": "patient",
+        "se": se,
+        "p": _p_normal(delta, se),
+        "call": SIGNIFICANT
+        if low > 0 or high < 0
+        else (SUGGESTIVE if se > 0 and abs(delta) >= se else WITHIN_NOISE),
+        "intervals_overlap": _overlap(a, b),
+    }
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q-values), in the input order.
+
+    Benjamini & Hochberg (1995): sort ascending, ``q_(i) = min_{j ≥ i} p_(j) · m / j``,
+    capped at 1. A call at false discovery rate α keeps the p-values with q ≤ α.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p)
+    ranked = p[order] * m / np.arange(1, m + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(q, 1.0)
+    return out
 
 
 def _untested(delta: float | None) -> dict[str, Any]:
@@ -164,6 +248,9 @@ def _untested(delta: float | None) -> dict[str, Any]:
         "ci_low": None,
         "ci_high": None,
         "method": "none",
+        "unit": None,
+        "se": None,
+        "p": None,
         "call": UNTESTED,
         "intervals_overlap": None,
     }
@@ -205,3 +292,59 @@ def bootstrap_interval(
         return float(low), float(high), se
     centre = float(finite.mean())
     return point + (low - centre) * scale, point + (high - centre) * scale, se
+
+
+def seed_draws(n_seeds: int, n_resamples: int, seed: int) -> np.ndarray:
+    """Which seeds each two-level resample uses ``[B, n_seeds]`` (drawn with replacement)."""
+    if n_seeds <= 1:
+        return np.zeros((n_resamples, max(n_seeds, 1)), dtype=np.int64)
+    return np.random.default_rng(seed).integers(0, n_seeds, size=(n_resamples, n_seeds))
+
+
+def two_level_samples(stack: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Two-level bootstrap samples ``[B]`` of a mean over seeds.
+
+    ``stack[s, r]`` is seed s's value on patient resample r; resample r averages the
+    seeds ``draws[r]`` (drawn with replacement), each on the same patient resample r:
+    seeds first, then patients (Davison & Hinkley 1997, §3.8), so the spread holds both
+    training randomness and evaluation sampling.
+    """
+    columns = np.arange(stack.shape[1])[:, None]
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(stack[draws, columns], axis=1)
+
+
+def sampled_estimate(
+    points: Sequence[float],
+    stack: np.ndarray,
+    draws: np.ndarray,
+    seeds: Sequence[int],
+    per_seed: Sequence[dict[str, Any]],
+    shift: bool = False,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """One fraction's estimate from its seeds' values and shared-resample samples.
+
+    Value: the mean over seeds; interval: 95% percentile of the two-level samples
+    (``two_level_samples``; one seed: its patient bootstrap), shifted by the resampling
+    bias where ``shift``, and containing the value. Returns the estimate and its samples.
+    """
+    values = np.asarray(points, dtype=np.float64)
+    mean = float(values.mean())
+    samples = two_level_samples(stack, draws)
+    low, high = percentile_interval(mean, samples, CI_LEVEL, shift=shift)
+    finite = samples[np.isfinite(samples)]
+    se = float(finite.std(ddof=1)) if finite.size >= 2 else None
+    n = len(values)
+    method = "two-level bootstrap (seeds, then patients)" if n > 1 else "bootstrap"
+    if shift:
+        method = "bias-shifted " + method
+    estimate = {
+        **interval(mean, low, high, method, se, unit="patient" if n == 1 else "seed, patient"),
+        "n_seeds": n,
+        "sd": float(values.std(ddof=1)) if n > 1 else None,
+        "per_seed": [
+            {"seed": int(s), **{k: iv[k] for k in ("value", "ci_low", "ci_high")}}
+            for s, iv in zip(seeds, per_seed, strict=True)
+        ],
+    }
+    return estimate, samples

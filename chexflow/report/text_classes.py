@@ -23,6 +23,8 @@ from chexflow.report.text_common import (
 def verdict_text(c: Comparison, row: dict[str, Any]) -> str:
     """``compact, 8% mixing`` / ``diffuse, mixed with Edema 31% and Atelectasis 24%``."""
     verdict = row["verdict"]
+    if verdict.get("too_few"):
+        return verdict["too_few"]
     if row["mixing"] is None:
         return f"{verdict['compactness']}, mixing not measured"
     head = verdict["compactness"]
@@ -34,7 +36,7 @@ def verdict_text(c: Comparison, row: dict[str, Any]) -> str:
             [f"{p} {pct(shares[p])}" for p in verdict["partners"]]
         )
     limit = pct(c["settings"]["partner_share"])
-    return f"{head}, {pct(row['mixing'])} mixing, no other class at {limit} or more"
+    return f"{head}, {pct(row['mixing'])} mixing, no other class above chance at {limit} or more"
 
 
 def _thresholds(c: Comparison) -> str:

@@ -50,6 +50,7 @@ def change_sentence(
         b=value_ci(at(series, change["to"]), as_pct),
         f1=flabel(c, change["to"]),
         delta=delta_ci(change, as_pct),
+        reason=change.get("reason", ""),
     )
 
 

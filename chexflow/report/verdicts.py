@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chexflow.report.stats import SIGNIFICANT, SUGGESTIVE, UNTESTED, WITHIN_NOISE
+from chexflow.report.stats import SIGNIFICANT, SUGGESTIVE, TOO_FEW, UNTESTED, WITHIN_NOISE
 
 # Per-class silhouette (cosine, embedding space). Kaufman & Rousseeuw read ≥ 0.25 as
 # (weak) cluster structure; a negative mean means the class's images are, on average,
@@ -99,19 +99,27 @@ def mixing_level(mixing: float | None) -> str:
 
 
 def class_verdict(
-    silhouette: float | None, mixing: float | None, partners: list[dict[str, Any]]
+    silhouette: float | None,
+    mixing: float | None,
+    partners: list[dict[str, Any]],
+    too_few: str | None = None,
 ) -> dict[str, Any]:
     """``compact, 8% mixing`` / ``diffuse, mixed with Edema 31% and Atelectasis 24%``.
 
-    ``partners`` are ``{"class", "share"}`` sorted by share; those at or above
+    ``partners`` are ``{"class", "share"}`` of the classes whose share of the neighbours
+    is above its chance level (lift's 95% CI above 1), by lift; those at or above
     ``PARTNER_SHARE`` (at most ``MAX_PARTNERS``) are named unless mixing is low.
+    ``too_few`` (``"too few patients (n = 8)"``) replaces every verdict word.
     """
+    if too_few is not None:
+        return {"compactness": None, "mixing_level": None, "partners": [], "too_few": too_few}
     named = [p for p in partners if p["share"] >= PARTNER_SHARE][:MAX_PARTNERS]
     level = mixing_level(mixing)
     return {
         "compactness": compactness(silhouette),
         "mixing_level": level,
         "partners": [p["class"] for p in named] if level != "low" else [],
+        "too_few": None,
     }
 
 
@@ -120,6 +128,8 @@ def change_call(diff: dict[str, Any], key: str) -> str:
     ``no detectable change`` or ``untested``, by the polarity of ``key``."""
     if diff["call"] == UNTESTED:
         return "untested"
+    if diff["call"] == TOO_FEW:
+        return TOO_FEW
     if diff["call"] == WITHIN_NOISE:
         return "no detectable change"
     sign = polarity(key) * (1 if diff["delta"] > 0 else -1)
@@ -149,4 +159,5 @@ CHANGE_TEMPLATES = {
         "{subject} shows no detectable change: {a} at {f0}, {b} at {f1} ({delta}, within noise)"
     ),
     UNTESTED: "{subject} goes from {a} at {f0} to {b} at {f1} ({delta}; untested, no interval)",
+    TOO_FEW: "{subject} goes from {a} at {f0} to {b} at {f1} ({delta}; {reason}, no call)",
 }
