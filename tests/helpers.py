@@ -28,8 +28,11 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+# Headless and offline; also the launch arguments of the Playwright checks.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run")  # fmt: skip
+
+
 def chromium_command(browser: str, profile: Path, *args: str) -> list[str]:
     """A headless, offline Chromium run with its own profile directory."""
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-    return [browser, *flags, f"--user-data-dir={profile}", *args]
+    return [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
