@@ -16,6 +16,10 @@ study to study:
 - Consolidation: a dense focal (lobar) opacity in one lung, sometimes bounded by a fissure.
   It shares Edema's texture and brightness and often lies perihilar; some edema is
   asymmetric and some consolidation multifocal, so the pair is intrinsically hard.
+  This resemblance is a demo choice, planted by the renderer and not by the labels: it
+  stands for the airspace opacity the two share on real films (the reference analysis's
+  Consolidation-Edema overlap), so the report has a hard pair to find. The label model
+  (`chexflow.data.synthetic_labels`) co-locates them only as often as CheXpert does.
 - Atelectasis: a plate-like linear band in a lower zone with volume loss (an elevated
   hemidiaphragm and a mediastinal shift towards that side).
 
