@@ -18,7 +18,7 @@ from typing import Any
 from chexflow.analysis.run_analysis import jsonable
 from chexflow.comparison import RunRecord, check_comparable, order_records
 from chexflow.report import verdicts
-from chexflow.report.context import build_context
+from chexflow.report.context import build_context, check_label_policies
 from chexflow.report.fdr import apply_fdr
 from chexflow.report.figures import make_figures
 from chexflow.report.render import to_html, to_markdown
@@ -52,6 +52,7 @@ def _settings() -> dict[str, Any]:
 def build_comparison(records: list[RunRecord]) -> dict[str, Any]:
     """Every number of the report, as strict JSON-ready data (no NaN, no numpy types)."""
     check_comparable(records)
+    check_label_policies(records)
     ordered = order_records(records)
     ctx = build_context(ordered)
     sections: dict[str, Any] = {

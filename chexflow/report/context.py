@@ -11,7 +11,9 @@ to t-intervals across seeds or one run's own interval.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -244,6 +246,43 @@ def trend(changes: list[dict[str, Any]], groups: list[Group]) -> dict[str, Any]:
         "n_significant_steps": sum(c["call"] == SIGNIFICANT for c in steps),
         "largest_step": {"from": steps[largest]["from"], "to": steps[largest]["to"]},
     }
+
+
+def label_policy(record: RunRecord) -> dict[str, str] | None:
+    """The training label policy a run was fine-tuned with (its embeddings' ``meta.json``)."""
+    policy = getattr(record, "label_policy", None)
+    if policy:
+        return dict(policy)
+    path = Path(record.directory) / "embeddings" / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("label_policy") or None
+
+
+def check_label_policies(records: list[RunRecord]) -> None:
+    """Refuse to compare fine-tuned runs trained with different uncertain-label policies.
+
+    Evaluation is on certain labels whatever the policy, but the policy shapes what the
+    model learned: two policies are two treatments, not two seeds of one. Runs that do not
+    record their policy (older runs) and the untrained 0% reference are not checked.
+
+    Raises:
+        ChexflowError: naming the runs of each policy.
+    """
+    policies: dict[str, list[str]] = {}
+    for record in records:
+        policy = None if record.is_reference else label_policy(record)
+        if policy is not None:
+            key = json.dumps(policy, sort_keys=True)
+            policies.setdefault(key, []).append(record.run_id[:8])
+    if len(policies) > 1:
+        listed = "; ".join(f"{runs} with {key}" for key, runs in policies.items())
+        raise ChexflowError(
+            f"runs were trained with different label policies ({listed}): compare runs of "
+            "one data.label_policy"
+        )
 
 
 def _common_classes(records: list[RunRecord]) -> list[str]:

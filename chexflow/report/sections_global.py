@@ -18,6 +18,7 @@ from chexflow.report.context import (
     Group,
     agreement,
     contrasts,
+    label_policy,
     primary_contrast,
 )
 from chexflow.report.resample import AGREEMENT_K, MAX_AGREEMENT_POINTS
@@ -36,12 +37,30 @@ OVERALL = (
 )
 
 
+def _lift_pairs(m: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's class pairs by chance-corrected mixing (mean of the two directed lifts)."""
+    mixing = m.get("knn", {}).get("mixing", {})
+    classes, matrix = mixing.get("classes", []), mixing.get("matrix", [])
+    counts = [m.get("class_counts", {}).get(c, 0) for c in classes]
+    total = sum(counts)
+    pairs = []
+    for (i, a), (j, b) in combinations(enumerate(classes), 2):
+        if total < 2 or matrix[i][j] is None or matrix[j][i] is None:
+            continue
+        chance_b, chance_a = counts[j] / (total - 1), counts[i] / (total - 1)
+        if chance_a <= 0 or chance_b <= 0:
+            continue
+        lift = (matrix[i][j] / chance_b + matrix[j][i] / chance_a) / 2
+        pairs.append({"a": a, "b": b, "lift": lift, "share": (matrix[i][j] + matrix[j][i]) / 2})
+    return sorted(pairs, key=lambda p: -p["lift"])
+
+
 def run_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
     """One row per run: who it is and its headline numbers."""
     rows = []
     for r in records:
         m = r.metrics
-        overlaps = m.get("knn", {}).get("top_overlaps", [])
+        overlaps = _lift_pairs(m)
         rows.append(
             {
                 "run_id": r.run_id,
@@ -102,7 +121,7 @@ def design(ctx: Context) -> dict[str, Any]:
         "min_patients": ctx.min_patients,
         "too_few_patients": [c for c in ctx.classes if ctx.too_few(f"class/{c}") is not None],
         "label_policies": sorted(
-            {json.dumps(getattr(r, "label_policy", None) or {}, sort_keys=True) for r in records}
+            {json.dumps(label_policy(r) or {}, sort_keys=True) for r in records}
         ),
         "uncertain_excluded": {
             c: first.auroc["classes"][c].get("n_uncertain_excluded") for c in ctx.auroc_classes

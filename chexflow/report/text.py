@@ -65,22 +65,27 @@ def series_table(
 
 
 def _seeds_text(c: Comparison) -> str:
-    d, s = c["design"], c["settings"]
+    d = c["design"]
+    unit = d["intervals"]["unit"]
+    patients = (
+        f"{count(d['n_patients'])} evaluation patients" if d.get("n_patients") else "the images"
+    )
     if d["single_seed"]:
         return (
-            "**One seed per fraction.** Every interval is a 95% bootstrap interval over the "
-            "evaluation images (a Wilson interval for shares of counted images): it leaves out "
-            "training randomness (which patients were drawn, initialisation), so a difference "
-            "called significant here may not hold for another seed."
+            f"**One seed per fraction.** Every interval is a 95% bootstrap interval over the "
+            f"{patients} (unit: {unit}; a patient's images are resampled together): it "
+            "leaves out training randomness (which patients were drawn, initialisation), so a "
+            "difference called significant here may not hold for another seed."
         )
     per = "; ".join(
         f"{flabel(c, g['fraction'])}: seeds {', '.join(count(x) for x in g['seeds'])}"
         for g in d["seeds"]
     )
     return (
-        f"Seeds per fraction: {per}. With {count(s['min_seeds_for_t'])} or more seeds an "
-        "estimate is the mean across seeds with a 95% t-interval (training randomness); "
-        "each run's own bootstrap interval stays in `comparison.json` (`per_seed`)."
+        f"Seeds per fraction: {per}. An estimate is the mean across seeds; its 95% interval "
+        f"is a two-level bootstrap (seeds drawn with replacement, then the {patients}), so "
+        "it holds training randomness and evaluation sampling together; each run's own "
+        "interval stays in `comparison.json` (`per_seed`)."
     )
 
 
@@ -121,12 +126,16 @@ def runs_blocks(c: Comparison) -> list[Block]:
         "silhouette [95% CI]",
         "Davies–Bouldin [95% CI]",
         "kNN accuracy [95% CI]",
-        "most-mixed pair",
+        "highest-lift pair (no interval)",
     ]
     rows = []
     for r in c["runs"]:
         top = r["top_overlap"]
-        pair = f"{top['a']} ↔ {top['b']} ({pct(top['share'])})" if top else "—"
+        pair = (
+            f"{top['a']} ↔ {top['b']} ({pct(top['share'])}, lift {num(top['lift'])})"
+            if top
+            else "—"
+        )
         rows.append(
             [
                 f"`{r['run_id'][:8]}`",
@@ -219,6 +228,27 @@ def _reference_line(c: Comparison) -> str | None:
     )
 
 
+def _reference_bar_line(c: Comparison) -> str | None:
+    """Which fractions do not beat the initial backbone, measure by measure."""
+    bar = c["conclusion"].get("reference_bar") or []
+    if not bar:
+        return None
+    reference = flabel(c, c["design"]["reference_fractions"][0])
+    short = [
+        f"{b['measure']} at {flabel(c, b['to'])} ({delta_ci(b)})" for b in bar if not b["beats"]
+    ]
+    if not short:
+        return (
+            f"**Against the initial backbone** ({reference}): every fine-tuned fraction beats "
+            "it on silhouette, kNN accuracy and the linear probe (significant)."
+        )
+    return (
+        f"**Against the initial backbone** ({reference}), the bar a fraction must clear: not "
+        f"beaten on {names(short)} — there the labels did not improve on the untrained "
+        "features."
+    )
+
+
 def _noise_line(c: Comparison) -> str:
     items = c["conclusion"]["not_significant"]
     d = c["design"]
@@ -248,6 +278,9 @@ def conclusion_blocks(c: Comparison) -> list[Block]:
             f"**Persistent overlap**: {names(pairs)} {verb} among the top "
             f"{count(c['settings']['top_pairs'])} mixed pairs at every fraction."
         )
+    bar = _reference_bar_line(c)
+    if bar:
+        lines.append(bar)
     lines.append(_noise_line(c))
     if c["design"]["single_seed"]:
         lines.append(
@@ -270,11 +303,17 @@ def downstream_blocks(c: Comparison) -> list[Block]:
         Heading(2, "Downstream effect: AUROC by fraction"),
         Paragraph(
             f"AUROC of each run's fine-tuned head on the {count(down['n_eval'])} evaluation "
-            "images (95% bootstrap intervals over images; across seeds, t-intervals)."
+            "images, scored on certain labels only whatever the training policy (1 positive; "
+            "0 or blank negative; −1 left out of that class), with 95% patient-bootstrap "
+            "intervals (two-level over seeds and patients with several seeds)."
         ),
     ]
     rows = [("**mean**", down["mean"])] + [
-        (f"{name} ({count(down['n_pos'][name])} positive)", s)
+        (
+            f"{name} ({count(down['n_pos'][name])} positive / {count(down['n_neg'][name])} "
+            f"negative / {count(down['n_uncertain_excluded'][name])} uncertain left out)",
+            s,
+        )
         for name, s in down["classes"].items()
     ]
     table = series_table(
@@ -362,17 +401,24 @@ def structure_blocks(c: Comparison) -> list[Block]:
         series_table(c, [(OVERALL_NAMES[k], v) for k, v in s["overall"].items()], "measure"),
         Heading(3, "Inter-cluster distances"),
         Paragraph(
-            "Cosine distance between class centroids (means of the normalised embeddings). "
-            "Each model has its own scale, so ranks and the scale-free silhouette weigh more "
-            "than raw distances."
+            "Distance between class centroids relative to the overall spread (RMS distance of "
+            "the single-label images to their mean), in the centred space (embeddings centred "
+            "on their mean, then L2-normalised): scaling or shifting the whole embedding "
+            "leaves it unchanged, so fractions whose models have different scales compare."
         ),
     ]
     rows = [(f"{p['a']} ↔ {p['b']}", p["distance"]) for p in s["centroids"]["pairs"]]
     blocks.append(series_table(c, rows, "pair"))
     blocks.append(Bullets(_centroid_text(c)))
     blocks.append(Heading(3, "Intra-cluster cohesion"))
+    blocks.append(
+        Paragraph(
+            "RMS distance of a class's images to their centroid over the overall spread, in "
+            "the same centred space (1 = as spread as the whole set; lower is tighter)."
+        )
+    )
     rows = [(name, e["cohesion"]) for name, e in c["classwise"].items()]
-    blocks.append(series_table(c, rows, "class (mean distance to centroid ↓)"))
+    blocks.append(series_table(c, rows, "class (relative cohesion ↓)"))
     blocks.append(Heading(3, "Global structure"))
     blocks.append(Bullets(_global_lines(c)))
     return blocks

@@ -54,17 +54,23 @@ def _class_rows(c: Comparison, name: str, entry: dict[str, Any]) -> list[list[st
     rows = []
     for i, row in enumerate(entry["by_fraction"]):
         f = row["fraction"]
-        partners = ", ".join(f"{p['class']} {pct(p['share']['value'])}" for p in row["partners"])
+        partners = ", ".join(
+            f"{p['class']} {pct(p['share']['value'])} (chance {pct(p['chance'])}, lift "
+            f"{value_ci(p['lift'])})"
+            for p in row["partners"]
+        )
         purity = value_ci(at(entry["purity"], f), as_pct=True)
         rows.append(
             [
-                f"**{name}** ({count(entry['n'])})" if i == 0 else "",
+                f"**{name}** ({count(entry['n'])} images, {count(entry['n_patients'])} patients)"
+                if i == 0
+                else "",
                 flabel(c, f),
                 value_ci(at(entry["cohesion"], f)),
                 value_ci(at(entry["separation"], f)),
                 row["nearest"] or "—",
                 value_ci(at(entry["silhouette"], f)),
-                f"{purity} (chance {pct(entry['base_rate'])})",
+                f"{purity} (chance {pct(entry['purity_chance'])})",
                 partners or "—",
                 verdict_text(c, row),
             ]
@@ -89,23 +95,30 @@ def classwise_blocks(c: Comparison) -> list[Block]:
         Heading(2, "Class-wise cluster quality and separability"),
         Paragraph(
             f"Measured in the embedding space ({count(d['dim'])} dimensions, cosine) on the "
-            f"{count(d['n_exclusive'])} single-label evaluation images. **Cohesion**: mean "
-            "cosine distance of a class's images to their centroid (lower is tighter). "
-            "**Separation**: cosine distance to the nearest other centroid (higher is better "
-            "separated). **Silhouette** per class (higher is better). **kNN purity**: share "
-            f"of the k = {count(d['knn_k'])} nearest neighbours in the same class, next to the "
-            "chance level (the class's share of the images). " + _thresholds(c)
+            f"{count(d['n_exclusive'])} single-label evaluation images (certain labels: one "
+            "positive, no uncertain class). **Cohesion**: RMS distance of a class's images to "
+            "their centroid (lower is tighter). "
+            "**Separation**: distance to the nearest other centroid (higher is better "
+            "separated). Both are relative to the overall spread in the centred space, so "
+            "they do not move when the embedding is scaled or shifted. **Silhouette** per "
+            "class (cosine; higher is better). **kNN purity**: share of the k = "
+            f"{count(d['knn_k'])} nearest neighbours in the same class, next to its chance "
+            "level given the class sizes. **Mixes most with**: the other classes by **lift** "
+            "(share of the neighbours over its chance level; 1 = random neighbours), named in "
+            "the verdict only when the lift's 95% interval lies above 1. A class with fewer "
+            f'than {count(d["min_patients"])} patients gets its numbers and "too few '
+            'patients", no verdict and no call. ' + _thresholds(c)
         ),
     ]
     header = [
-        "class (images)",
+        "class (images, patients)",
         "fraction",
         "cohesion ↓ [95% CI]",
         "separation ↑ [95% CI]",
         "nearest class",
         "silhouette [95% CI]",
         "kNN purity [95% CI]",
-        "mixes most with",
+        "mixes most with, by lift over chance",
         "verdict",
     ]
     rows = [row for name, e in c["classwise"].items() for row in _class_rows(c, name, e)]
@@ -127,7 +140,9 @@ def _persistence(c: Comparison) -> str:
     if len(c["design"]["fractions"]) < 2:
         return "One fraction only: persistence is not assessed."
     if not o["persistent"]:
-        return f"No pair stays among the top {count(s['top_pairs'])} at every fraction."
+        return (
+            f"No pair stays above chance among the top {count(s['top_pairs'])} at every fraction."
+        )
     items = [
         f"{p['a']} ↔ {p['b']} ({'a known similar pair' if p['similar'] else 'not in the list'})"
         for p in o["persistent"]
@@ -146,8 +161,11 @@ def overlap_blocks(c: Comparison) -> list[Block]:
         Heading(2, "Class overlap and mixed regions"),
         Paragraph(
             "Mixing of a pair: the mean of the share of a's nearest neighbours in b and of b's "
-            "in a; chance is what random neighbours would give (the mean of the two classes' "
-            f"shares of the images). Known similar pairs used: {_similar_list(c)}."
+            "in a; chance is what random neighbours would give given the class sizes; **lift** "
+            "is the mean of the two shares over their chance levels (1 = chance). Pairs are "
+            "ranked by lift, and a pair is called overlapping only when the 95% interval of "
+            "its lift lies above 1: a large class attracts neighbours by its size alone, and a "
+            f"pair at chance is never called. Known similar pairs used: {_similar_list(c)}."
         ),
     ]
     rows = [
@@ -157,25 +175,40 @@ def overlap_blocks(c: Comparison) -> list[Block]:
             f"{p['a']} ↔ {p['b']}",
             value_ci(p["share"], as_pct=True),
             pct(p["chance"]),
+            value_ci(p["lift"]),
             "yes" if p["similar"] else "no",
         ]
         for t in o["top_pairs"]
         for p in t["pairs"]
     ]
-    header = ["fraction", "rank", "pair", "mixing [95% CI]", "chance", "known similar"]
-    blocks.append(Table(header, rows, f"Top {count(s['top_pairs'])} overlapping pairs"))
+    header = [
+        "fraction",
+        "rank",
+        "pair",
+        "mixing [95% CI]",
+        "chance",
+        "lift [95% CI]",
+        "known similar",
+    ]
+    if rows:
+        blocks.append(
+            Table(header, rows, f"Pairs above chance (top {count(s['top_pairs'])} by lift)")
+        )
+    else:
+        blocks.append(Paragraph("No pair mixes more than chance at any fraction."))
     blocks.append(Paragraph(_persistence(c)))
     if len(c["design"]["fractions"]) >= 2:
         rows = [
             [
                 f"{p['a']} ↔ {p['b']}",
-                *fraction_cells(c, p["share"], True),
-                *change_cells(primary(p["share"]), True),
+                *fraction_cells(c, p["lift"]),
+                *change_cells(primary(p["lift"])),
             ]
             for p in o["pairs"]
         ]
         header = ["pair", *fraction_headers(c), primary_header(c), "call"]
-        blocks.append(Table(header, rows, "How the listed pairs' mixing changes"))
+        if rows:
+            blocks.append(Table(header, rows, "How the listed pairs' lift changes"))
     if "mixing" in c.get("figures", {}):
         blocks.append(
             Figure(
@@ -200,7 +233,11 @@ def multilabel_blocks(c: Comparison) -> list[Block]:
             "centroids and closer to it than to any centroid; **betweenness** is highest at "
             "the segment's midpoint; **nearest own** = the nearest centroid is one of their "
             "classes; **inside one** = within the median member distance of one of the two "
-            "centroids. Shares with 95% Wilson intervals."
+            "centroids. Shares with 95% Wilson intervals. Each is read against a **baseline**: "
+            "the single-label images of the *other* classes measured against the same two "
+            "centroids; **vs baseline** is the multi-label mean minus the baseline mean, with "
+            "a patient-bootstrap interval (a betweenness that other-class images reach too is "
+            "no property of multi-label images)."
         ),
     ]
     rows = []
@@ -214,8 +251,10 @@ def multilabel_blocks(c: Comparison) -> list[Block]:
                     flabel(c, f),
                     value_ci(at(pair["share_between"], f), as_pct=True),
                     num(at(pair["betweenness"], f)["value"]),
+                    value_ci(at(pair["betweenness_contrast"], f)),
                     value_ci(at(pair["share_nearest_own"], f), as_pct=True),
                     value_ci(at(pair["share_inside_one"], f), as_pct=True),
+                    value_ci(at(pair["inside_one_contrast"], f)),
                     pos["text"],
                 ]
             )
@@ -225,17 +264,24 @@ def multilabel_blocks(c: Comparison) -> list[Block]:
             "fraction",
             "between",
             "betweenness",
+            "betweenness vs baseline",
             "nearest own",
             "inside one",
+            "inside one vs baseline",
             "position",
         ]
         blocks.append(Table(header, rows))
         lines = []
         for pair in ml["pairs"]:
-            change = primary(pair["share_between"])
+            change = primary(pair["betweenness_contrast"])
             if change:
-                subject = f"The share of {' + '.join(pair['classes'])} images between the centroids"
-                lines.append(change_sentence(c, subject, pair["share_between"], change, True) + ".")
+                subject = (
+                    f"The betweenness of {' + '.join(pair['classes'])} images over the "
+                    "other-class baseline"
+                )
+                lines.append(
+                    change_sentence(c, subject, pair["betweenness_contrast"], change) + "."
+                )
         if lines:
             blocks.append(Bullets(lines))
     return blocks

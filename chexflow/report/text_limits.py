@@ -145,29 +145,45 @@ def limitation_blocks(c: Comparison) -> list[Block]:
 def method_blocks(c: Comparison) -> list[Block]:
     s, d = c["settings"], c["design"]
     resamples = count(d["resamples"]) if d["resamples"] is not None else "the configured"
+    mult = d.get("multiplicity") or {}
+    patients = count(d.get("n_patients")) if d.get("n_patients") else "the"
     return [
         Heading(2, "Method"),
         Bullets(
             [
-                "**Intervals.** One run: its 95% bootstrap interval over evaluation images "
-                f"({resamples} resamples). The report resamples cohesion, separation, centroid "
-                "distances and kNN mixing from the embeddings, within each class, neighbours "
-                "fixed; the geometry intervals are shifted by the resampling bias and clipped "
-                "at zero. Shares of counted images get Wilson intervals. With "
-                f"{count(s['min_seeds_for_t'])} or more seeds: the mean across seeds with a "
-                "t-interval.",
-                "**Differences** between two fractions: Welch's t-interval on the seed values "
-                f"when both have {count(s['min_seeds_for_t'])} or more seeds; otherwise the "
-                "two standard errors in quadrature, the interval being "
-                f"±{num(s['z'])}·√(se₁² + se₂²) — se is the bootstrap standard deviation where "
-                f"the report resamples and the 95% half-width / {num(s['z'])} elsewhere (the "
-                "two half-widths in quadrature). Runs are treated as independent, which is "
-                "conservative: both fractions are scored on the same images.",
+                f"**Intervals.** The resampling unit is the patient: {resamples} resamples "
+                f"draw the {patients} evaluation patients with replacement, each bringing all "
+                "their images, and every run is scored on the same resamples (nothing "
+                "refitted; kNN neighbours fixed). One seed: the 95% percentile interval; with "
+                "several seeds, a two-level bootstrap (seeds with replacement, then patients). "
+                "Geometry intervals are shifted by the resampling bias. Every interval "
+                "contains its estimate. Numbers the runs logged without per-image values "
+                "(Calinski–Harabasz, k-means, linear probe, map measures) have a t-interval "
+                "across seeds or none; shares of counted images a Wilson interval.",
+                "**Differences** between two fractions: a paired bootstrap — the difference "
+                "on each shared patient resample, both runs embedding the same images — with "
+                "its 95% percentile interval; without samples, Welch's t-interval on seed "
+                "values or the two standard errors in quadrature.",
                 "**Calls and hedges.** **significant**: the 95% CI of the difference excludes "
-                "zero (plain verbs: rises, falls); **suggestive**: it includes zero but the "
-                f"difference is at least one standard error (half-width / {num(s['z'])}) "
-                '("suggests a rise"); **within noise**: smaller ("no detectable change"); '
-                "**untested**: a side has no interval.",
+                "zero (plain verbs: rises, falls) and, for a secondary call, its "
+                f"Benjamini–Hochberg q-value is ≤ {num(d['fdr'])}; **suggestive**: the "
+                'difference is at least one standard error ("suggests a rise"); **within '
+                'noise**: smaller ("no detectable change"); **untested**: a side has no '
+                f"interval; **too few patients**: a class with fewer than "
+                f"{count(d['min_patients'])} patients, no call.",
+                "**Multiplicity.** Pre-declared primary contrasts, called at the 95% level: "
+                "mean AUROC, overall silhouette and kNN accuracy at the headline contrast. "
+                f"The other {count(mult.get('n_secondary'))} calls are controlled at a false "
+                f"discovery rate of {num(d['fdr'])} (Benjamini–Hochberg; p-values from each "
+                "difference's standard error): "
+                f"{count(mult.get('n_significant_before'))} would be significant at 95% "
+                f"alone, {count(mult.get('n_significant_after'))} remain.",
+                "**Labels.** AUROC and class membership use certain labels only: 1 positive; "
+                "0 or blank negative; −1 left out of that class (and out of the single-label "
+                "set), whatever the training policy.",
+                "**Chance and scale.** Neighbour shares are read against their chance level "
+                "given the class sizes (lift = share / chance); cohesion and centroid "
+                "distances are relative to the overall spread in the centred space.",
                 "**Similar pairs** (overlap expected from appearance): "
                 + "; ".join(f"{p['a']} ↔ {p['b']}" for p in s["similar_pairs"])
                 + ".",
@@ -179,8 +195,8 @@ def method_blocks(c: Comparison) -> list[Block]:
         Paragraph(
             f"Verdict thresholds: compact ≥ {num(s['silhouette_compact'])} silhouette, diffuse "
             f"< {num(s['silhouette_diffuse'])}; mixing low < {pct(s['mixing_low'])}, high ≥ "
-            f"{pct(s['mixing_high'])}; partners named from {pct(s['partner_share'])}; top "
-            f"{count(s['top_pairs'])} pairs per fraction; rank shifts from "
+            f"{pct(s['mixing_high'])}; partners named from {pct(s['partner_share'])} when "
+            f"above chance; top {count(s['top_pairs'])} pairs per fraction; rank shifts from "
             f"{count(s['rank_shift'])} places; multi-label positions by a "
             f"{pct(s['majority'])} majority."
         ),
