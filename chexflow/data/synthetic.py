@@ -171,7 +171,7 @@ def _write_rows(path: Path, rows: Sequence[Sequence[str]]) -> None:
 def write_synthetic_csv(path: Path, patients: int, seed: int = 0) -> Path:
     """Write only the ``train.csv`` that `write_synthetic` would write, without images.
 
-    Labels, studies and views are drawn without rendering (3,000 patients take ~1 s),
+    Labels, studies and views are drawn without rendering (3,000 patients: ~4 s of CPU),
     for measuring the label model (`chexflow.data.label_stats`).
 
     Raises:
