@@ -21,7 +21,8 @@ import torch
 from pydantic import ValidationError
 
 from chexflow.config import ChexflowConfig, ModelConfig, check_fractions, check_seeds, describe
-from chexflow.data.chexpert import check_images, find_dataset_root, read_split
+from chexflow.data.chexpert import find_dataset_root, read_split
+from chexflow.data.dataset import check_image_files
 from chexflow.data.fractions import sample_patients
 from chexflow.data.splits import make_splits
 from chexflow.errors import ConfigError, DataError
@@ -61,6 +62,7 @@ def check_run_inputs(
     fractions: Sequence[float],
     seeds: Sequence[int],
     *,
+    cache_dir: Path | None = None,
     check_pixels: bool = True,
 ) -> RunInputs:
     """Check the config, the model and checkpoint, the data and every image a run reads.
@@ -75,7 +77,10 @@ def check_run_inputs(
         data_dir: the dataset folder (``find_dataset_root`` rules).
         fractions: label fractions in (0, 1], none repeated; may be empty.
         seeds: run seeds in [0, 2**32), none repeated.
-        check_pixels: decode every image (at 1/8 scale); False only checks they exist.
+        cache_dir: the image cache (``pipeline.image_cache_dir``): an image whose bytes
+            it holds decoded is not decoded again, only read and hashed.
+        check_pixels: decode every image (at 1/8 scale) that the cache does not hold;
+            False only checks that the files exist.
 
     Returns:
         What was checked, with the checkpoint coverage for run tags.
@@ -106,7 +111,7 @@ def check_run_inputs(
 
     started = time.perf_counter()
     if check_pixels:
-        check_images(root, frame)
+        check_image_files(root, frame["path"].tolist(), config.data.image_size, cache_dir)
     else:
         missing = [p for p in frame["path"] if not (root / p).is_file()]
         if missing:

@@ -306,3 +306,83 @@ def test_data_fingerprint_tracks_rows_labels_size_and_policy() -> None:
     assert data_fingerprint(frame, 128, DEFAULT_POLICY) != base
     assert data_fingerprint(frame, 64, {**DEFAULT_POLICY, "Edema": "zeros"}) != base
     assert data_fingerprint(frame.iloc[::-1], 64, DEFAULT_POLICY) != base
+
+
+# --- issue 16: run identity from content -----------------------------------------------------
+
+
+def _invert(path: Path) -> None:
+    with Image.open(path) as image:
+        pixels = 255 - np.asarray(image.convert("L"))
+    Image.fromarray(pixels).save(path, quality=95)
+
+
+def _frame(paths: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"path": paths, **{name: np.zeros(len(paths), np.float32) for name in OBSERVATIONS}}
+    )
+
+
+def test_the_data_fingerprint_covers_image_bytes(images) -> None:
+    # Before: inverting every JPEG kept the fingerprint, so the old training was reused.
+    root, paths = images
+    frame = _frame(paths)
+    before = data_fingerprint(frame, SIZE, DEFAULT_POLICY, root=root)
+    assert before == data_fingerprint(frame, SIZE, DEFAULT_POLICY, root=root)
+    _invert(root / paths[2])
+    assert data_fingerprint(frame, SIZE, DEFAULT_POLICY, root=root) != before
+    assert ds.PREPROCESS_VERSION != "v1", "16-bit images decode differently from v1"
+
+
+def test_content_keys_are_the_image_cache_keys(images, tmp_path) -> None:
+    root, paths = images
+    keys = ds.content_keys(root, paths)
+    load_images(root, paths, SIZE, tmp_path / "cache", progress=False)
+    index = ds._PackStore(tmp_path / "cache", SIZE).index()
+    assert set(keys) == set(index)
+    (root / paths[1]).unlink()
+    with pytest.raises(DataError, match=r"1 of 6 images .*patient00002.*\(file not found\)"):
+        ds.content_keys(root, paths)
+
+
+def test_check_image_files_decodes_only_what_the_cache_lacks(images, tmp_path) -> None:
+    root, paths = images
+    cache = tmp_path / "cache"
+    load_images(root, paths[:4], SIZE, cache, progress=False)
+    opened: list[str] = []
+    original = Image.open
+
+    def counting(fp, *args, **kwargs):
+        opened.append(str(fp))
+        return original(fp, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ds.Image, "open", counting)
+        keys = ds.check_image_files(root, paths, SIZE, cache)
+    assert keys == ds.content_keys(root, paths)
+    assert len(opened) == 2  # the two images the cache does not hold
+    (root / paths[5]).write_bytes((root / paths[5]).read_bytes()[:120])
+    with pytest.raises(DataError, match=r"1 of 6 images .*patient00006.*\(cannot decode"):
+        ds.check_image_files(root, paths, SIZE, cache)
+
+
+@pytest.mark.parametrize("high", [4095, 65535])
+def test_a_16_bit_png_is_scaled_not_clipped(tmp_path: Path, high: int) -> None:
+    # Before: convert("L") clipped at 255, so 98% of the pixels of a 12-bit image were 255.
+    values = np.linspace(0, high, 32 * 32).reshape(32, 32).round().astype(np.uint16)
+    path = tmp_path / "wide.png"
+    Image.fromarray(values).save(path)
+    with Image.open(path) as image:
+        assert image.mode in ("I;16", "I"), image.mode  # a real 16-bit grayscale PNG
+    decoded = ds.decode_image(path.read_bytes(), 32)
+    expected = np.rint(values.astype(np.float64) * 255.0 / high).astype(np.uint8)
+    assert (decoded == 255).mean() < 0.01
+    assert decoded.min() == 0 and decoded.max() == 255
+    assert np.abs(decoded.astype(int) - expected).max() <= 1  # the resize to 32 px aside
+    assert (np.diff(decoded.ravel().astype(int)) >= -1).all()  # order is kept
+
+
+def test_a_constant_16_bit_png_decodes_to_zero(tmp_path: Path) -> None:
+    path = tmp_path / "flat.png"
+    Image.fromarray(np.full((16, 16), 3000, np.uint16)).save(path)
+    assert (ds.decode_image(path.read_bytes(), 16) == 0).all()

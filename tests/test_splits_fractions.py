@@ -306,3 +306,26 @@ def test_summary_without_valid_csv_and_an_impossible_split(tmp_path: Path) -> No
     assert "not possible" in format_summary(summary)
     with pytest.raises(DataError, match=r"valid\.csv not found"):
         summarise(tmp_path, DataConfig(eval_source="valid"), [0.5])
+
+
+def test_the_eval_digest_covers_image_bytes_labels_and_policy(tmp_path: Path) -> None:
+    # Before: the digest hashed paths only, and compare accepted runs scored on inverted images.
+    from PIL import Image
+
+    from chexflow.data.labels import DEFAULT_POLICY
+
+    frame = make_frame(4, 0)
+    for i, path in enumerate(frame["path"]):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), 10 * i, np.uint8)).save(tmp_path / path)
+    digest = eval_digest(frame, root=tmp_path, policy=DEFAULT_POLICY)
+    assert digest == eval_digest(frame.iloc[::-1], root=tmp_path, policy=DEFAULT_POLICY)
+    assert digest != eval_digest(frame), "bytes and policy are part of the digest"
+    other_policy = {**DEFAULT_POLICY, "Edema": "zeros"}
+    assert eval_digest(frame, root=tmp_path, policy=other_policy) != digest
+    relabelled = frame.copy()
+    relabelled.loc[0, "Edema"] = 1.0 - (relabelled.loc[0, "Edema"] == 1.0)
+    assert eval_digest(relabelled, root=tmp_path, policy=DEFAULT_POLICY) != digest
+    first = tmp_path / frame["path"].iloc[0]
+    Image.fromarray(255 - np.asarray(Image.open(first))).save(first)
+    assert eval_digest(frame, root=tmp_path, policy=DEFAULT_POLICY) != digest

@@ -1,16 +1,22 @@
 """Decoded images as one uint8 array, cached on disk, and the torch Dataset/loader over it.
 
-Preprocessing: each image is decoded with PIL to grayscale (``convert("L")``) and resized
-to ``S × S`` with a Lanczos filter, squashing the aspect ratio (CheXpert-small images are
-about 390×320, so anatomy is stretched by ~20% — identically for training and evaluation).
-JPEGs are decoded at the smallest DCT scale that is still at least ``S`` pixels
-(``Image.draft``), which is faster and, after the antialiasing resize, visually the same.
+Preprocessing: each image is decoded with PIL to 8-bit grayscale and resized to ``S × S``
+with a Lanczos filter. 8-bit images (CheXpert's JPEGs; RGB or palette images through
+``convert("L")``) keep their values. Images of more than 8 bits (16-bit PNG ``I;16``,
+32-bit ``I``, float ``F``) are windowed to their own minimum and maximum, as the DICOM to
+8-bit conversions of chest X-ray datasets do, and scaled linearly to 0-255 (a constant
+image becomes 0); PIL's ``convert("L")`` would clip them at 255. The resize squashes the
+aspect ratio (CheXpert-small images are about 390×320, so anatomy is stretched by ~20% —
+identically for training and evaluation). JPEGs are decoded at the smallest DCT scale
+that is still at least ``S`` pixels (``Image.draft``), which is faster and, after the
+antialiasing resize, visually the same.
 
-Cache layout (``<cache_dir>/images-v1/s<S>/``): *packs*. Each ``load_images`` call that
-decodes anything writes one pack — ``<id>.images.npy`` (uint8 ``[m, S, S]``) plus
-``<id>.keys.npy`` (the sha1 of each source file's bytes, ``S40``). An image's cache key
-is therefore (sha1 of its file bytes, ``S``, preprocessing version): an edited image gets
-a new key and is decoded again; the same bytes under another path are decoded once.
+Cache layout (``<cache_dir>/images-<PREPROCESS_VERSION>/s<S>/``): *packs*. Each
+``load_images`` call that decodes anything writes one pack — ``<id>.images.npy`` (uint8
+``[m, S, S]``) plus ``<id>.keys.npy`` (the sha1 of each source file's bytes, ``S40``). An
+image's cache key is therefore (sha1 of its file bytes, ``S``, preprocessing version): an
+edited image gets a new key and is decoded again; the same bytes under another path are
+decoded once.
 Packs rather than one file per image because a run reads tens of thousands of images:
 opening a few memory-mapped packs and gathering rows is much faster than as many small
 files, and appending a pack never rewrites what is there. Writes are atomic (temporary
@@ -47,8 +53,11 @@ from chexflow.errors import DataError
 
 log = logging.getLogger(__name__)
 
-# Bump when decoding or resizing changes: the cache folder name changes with it.
-PREPROCESS_VERSION = "v1"
+# Bump when decoding or resizing changes: the cache folder, the data fingerprint and the
+# evaluation digest change with it. v2: images of more than 8 bits are scaled, not clipped.
+PREPROCESS_VERSION = "v2"
+# PIL modes of more than 8 bits per pixel (one channel).
+_WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 # Grayscale normalisation: CheXpert pixel intensities have mean ≈ 0.5 and std ≈ 0.25–0.3
 # in [0, 1]; round constants keep the input near zero mean, unit variance.
 MEAN = 0.5
@@ -107,12 +116,7 @@ def load_images(
         store.fill(out, hits)
         if fresh:
             store.add(list(fresh), out[list(fresh.values())])
-    if failures:
-        path, problem = failures[0]
-        raise DataError(
-            f"{len(failures)} of {len(paths)} images are missing or unreadable; first: "
-            f"{root / path} ({problem})"
-        )
+    _raise_failures(root, paths, failures)
     return out
 
 
@@ -137,7 +141,7 @@ def _read_one(
         return "", None, "file not found"
     except OSError as exc:
         return "", None, f"cannot read: {exc.strerror or exc}"
-    key = hashlib.sha1(data).hexdigest()
+    key = content_key(data)
     if key in index:
         return key, None, None
     try:
@@ -146,13 +150,109 @@ def _read_one(
         return key, None, f"cannot decode: {str(exc).strip() or type(exc).__name__}"
 
 
+def content_key(data: bytes) -> str:
+    """The cache key of an encoded image: sha1 of its bytes, 40 hex characters."""
+    return hashlib.sha1(data).hexdigest()
+
+
+def content_keys(root: Path, paths: Sequence[str]) -> list[str]:
+    """``content_key`` of each file under ``root``, in order (the run-identity inputs).
+
+    Raises:
+        DataError: a path escapes the root, or a file is missing or unreadable (names the
+            first and the count).
+    """
+    root = Path(root)
+    for path in paths:
+        _check_relative(path)
+    with ThreadPoolExecutor(_workers()) as pool:
+        results = list(pool.map(lambda p: _key_of(root / p), paths))
+    _raise_failures(root, paths, [(p, why) for p, (_, why) in zip(paths, results, strict=True)])
+    return [key for key, _ in results]
+
+
+def check_image_files(
+    root: Path, paths: Sequence[str], image_size: int, cache_dir: Path | None = None
+) -> list[str]:
+    """Check that every file exists and decodes; returns their ``content_keys``.
+
+    Files whose bytes the image cache of ``image_size`` already holds decoded are not
+    decoded again (a rerun costs one read and hash per file); the others are decoded at
+    the smallest JPEG scale (``Image.draft``), which still reads every coded block, so a
+    truncated or corrupt file is found.
+
+    Raises:
+        DataError: as ``content_keys``, or a file that does not decode (``cannot decode``).
+    """
+    root = Path(root)
+    for path in paths:
+        _check_relative(path)
+    known = _PackStore(Path(cache_dir), image_size).index() if cache_dir is not None else {}
+    with ThreadPoolExecutor(_workers()) as pool:
+        results = list(pool.map(lambda p: _check_one(root / p, known), paths))
+    _raise_failures(root, paths, [(p, why) for p, (_, why) in zip(paths, results, strict=True)])
+    return [key for key, _ in results]
+
+
+def _key_of(path: Path) -> tuple[str, str | None]:
+    try:
+        return content_key(path.read_bytes()), None
+    except FileNotFoundError:
+        return "", "file not found"
+    except OSError as exc:
+        return "", f"cannot read: {exc.strerror or exc}"
+
+
+def _check_one(path: Path, known: Mapping[str, Any]) -> tuple[str, str | None]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "", "file not found"
+    except OSError as exc:
+        return "", f"cannot read: {exc.strerror or exc}"
+    key = content_key(data)
+    if key in known:
+        return key, None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("L", ((image.width + 7) // 8, (image.height + 7) // 8))
+            image.load()
+    except _DECODE_ERRORS as exc:
+        return key, f"cannot decode: {str(exc).strip() or type(exc).__name__}"
+    return key, None
+
+
+def _raise_failures(
+    root: Path, paths: Sequence[str], problems: Sequence[tuple[str, str | None]]
+) -> None:
+    failures = [(path, why) for path, why in problems if why]
+    if failures:
+        path, problem = failures[0]
+        raise DataError(
+            f"{len(failures)} of {len(paths)} images are missing or unreadable; first: "
+            f"{root / path} ({problem})"
+        )
+
+
 def decode_image(data: bytes, image_size: int) -> np.ndarray:
     """One encoded image → grayscale ``uint8 [S, S]`` (preprocessing: module docstring)."""
     with Image.open(io.BytesIO(data)) as image:
         image.draft("L", (image_size, image_size))
-        gray = image.convert("L")
+        gray = to_8bit(image)
     resized = gray.resize((image_size, image_size), Image.Resampling.LANCZOS)
     return np.asarray(resized, dtype=np.uint8)
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A mode-``L`` image: 8-bit modes converted, wider ones windowed to their min-max."""
+    if image.mode not in _WIDE_MODES:
+        return image.convert("L")
+    values = np.asarray(image).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{image.mode} image holds NaN or infinite pixels")
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else values * 0.0
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
 
 class _PackStore:
@@ -418,11 +518,22 @@ def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
 
 
 def data_fingerprint(
-    frame: pd.DataFrame, image_size: int, policy: Mapping[str, LabelPolicy]
+    frame: pd.DataFrame,
+    image_size: int,
+    policy: Mapping[str, LabelPolicy],
+    *,
+    root: Path | None = None,
 ) -> str:
-    """Digest of the rows used (paths and labels, in order), image size and label policy.
+    """Digest of the rows used (paths, image bytes and labels, in order), image size,
+    label policy and ``PREPROCESS_VERSION``.
 
-    16 hex characters; two runs with the same fingerprint saw the same data.
+    16 hex characters; two runs with the same fingerprint saw the same data. With
+    ``root`` the digest covers each image's bytes (``content_keys``: an edited or
+    replaced image changes it); without, the paths only — pass ``root`` wherever the
+    fingerprint identifies a training.
+
+    Raises:
+        DataError: (with ``root``) an image is missing or unreadable.
     """
     digest = hashlib.sha256()
     settings = {
@@ -432,6 +543,8 @@ def data_fingerprint(
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update("\n".join(frame["path"].tolist()).encode())
+    if root is not None:
+        digest.update("\n".join(content_keys(root, frame["path"].tolist())).encode())
     labels = frame[list(OBSERVATIONS)].to_numpy(dtype=np.float32)
     # NaN payloads can differ; a sentinel makes blanks hash the same everywhere.
     digest.update(np.nan_to_num(labels, nan=-9.0).tobytes())

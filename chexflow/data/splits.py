@@ -8,14 +8,17 @@ same images and their embeddings are comparable.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
 
 from chexflow.data.chexpert import filter_views
+from chexflow.data.labels import EVAL_CLASSES, LabelPolicy, column_of
 from chexflow.errors import DataError
 
 
@@ -121,7 +124,34 @@ def _rows(frame: pd.DataFrame, patients: set[str]) -> pd.DataFrame:
     return frame[frame["patient"].isin(patients)].reset_index(drop=True)
 
 
-def eval_digest(frame: pd.DataFrame) -> str:
-    """Identify an evaluation set: sha256 of its sorted image paths, 16 hex characters."""
-    paths = np.sort(frame["path"].to_numpy(dtype=str))
-    return hashlib.sha256("\n".join(paths.tolist()).encode()).hexdigest()[:16]
+def eval_digest(
+    frame: pd.DataFrame,
+    *,
+    root: Path | None = None,
+    policy: Mapping[str, LabelPolicy] | None = None,
+) -> str:
+    """Identify an evaluation set, whatever the order of its rows; 16 hex characters.
+
+    Covers the sorted image paths and, with ``root``, what was scored: each image's bytes
+    (``dataset.content_keys``), its evaluation-class labels, the label ``policy`` and
+    ``dataset.PREPROCESS_VERSION``. Runs whose digests differ were not scored on one
+    evaluation set (``compare`` refuses them). Without ``root``: the paths only.
+
+    Raises:
+        DataError: (with ``root``) an image is missing or unreadable.
+    """
+    order = np.argsort(frame["path"].to_numpy(dtype=str), kind="stable")
+    rows = frame.iloc[order]
+    digest = hashlib.sha256("\n".join(rows["path"].tolist()).encode())
+    if root is not None:
+        from chexflow.data.dataset import PREPROCESS_VERSION, content_keys
+
+        settings = {
+            "policy": dict(sorted((policy or {}).items())),
+            "preprocess": PREPROCESS_VERSION,
+        }
+        digest.update(json.dumps(settings, sort_keys=True).encode())
+        digest.update("\n".join(content_keys(root, rows["path"].tolist())).encode())
+        labels = rows[[column_of(name) for name in EVAL_CLASSES]].to_numpy(dtype=np.float32)
+        digest.update(np.nan_to_num(labels, nan=-9.0).tobytes())
+    return digest.hexdigest()[:16]
