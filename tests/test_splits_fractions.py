@@ -287,7 +287,10 @@ def test_summary(tmp_path: Path, train: pd.DataFrame, valid: pd.DataFrame) -> No
         == (summary["splits"]["valid"]["used_images"])
     )
     holdout = summary["holdout"]
-    assert holdout["error"] is None and len(holdout["eval_digest"]) == 16
+    assert holdout["error"] is None
+    # The CSVs only: the digest covers the images' bytes, so none can be given.
+    assert holdout["eval_digest"] is None
+    assert "images are missing or unreadable" in holdout["eval_digest_error"]
     assert holdout["eval"]["patients"] == 30 + 20
     assert [f["patients"] for f in summary["fractions"][:2]] == [
         math.ceil(0.05 * 160),
@@ -296,6 +299,7 @@ def test_summary(tmp_path: Path, train: pd.DataFrame, valid: pd.DataFrame) -> No
     assert "less than one patient" in summary["fractions"][2]["error"]
     text = format_summary(summary)
     assert "Pleural Effusion" in text and "eval_digest=" in text and "less than one" in text
+    assert "no eval_digest: " in text
 
 
 def test_summary_without_valid_csv_and_an_impossible_split(tmp_path: Path) -> None:
@@ -329,3 +333,27 @@ def test_the_eval_digest_covers_image_bytes_labels_and_policy(tmp_path: Path) ->
     first = tmp_path / frame["path"].iloc[0]
     Image.fromarray(255 - np.asarray(Image.open(first))).save(first)
     assert eval_digest(frame, root=tmp_path, policy=DEFAULT_POLICY) != digest
+
+
+def test_frontal_ll_and_rl_rows_follow_one_rule_shown_in_the_summary(tmp_path: Path) -> None:
+    # The real train.csv has 17 Frontal rows with AP/PA LL or RL; the text summary showed
+    # no AP/PA breakdown at all (only --json had it).
+    train = make_frame(40, seed=3)
+    frontal = train.index[train["view"] == "Frontal"]
+    train.loc[frontal[:2], "ap_pa"] = "LL"
+    train.loc[frontal[2], "ap_pa"] = "RL"
+    assert len(filter_views(train, True, "any")) == len(frontal)  # kept as frontal views
+    for view in ("AP", "PA"):
+        kept = filter_views(train, True, view)
+        assert set(kept["ap_pa"]) == {view}
+    root = tmp_path / "CheXpert-v1.0-small"
+    write_csv(train, root, "train")
+    summary = summarise(root, DataConfig(), [0.5])
+    counts = summary["splits"]["train"]["frontal_ap_pa"]
+    n_ap = int((train.loc[frontal, "ap_pa"] == "AP").sum())
+    n_pa = int((train.loc[frontal, "ap_pa"] == "PA").sum())
+    assert counts == {"AP": n_ap, "PA": n_pa, "LL": 2, "RL": 1}
+    text = format_summary(summary)
+    assert "frontal images by AP/PA" in text
+    assert any(line.split() == ["LL", "2"] for line in text.splitlines())
+    assert "neither AP nor PA (train 3): frontal views, kept by view=any" in text

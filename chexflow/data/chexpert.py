@@ -316,6 +316,12 @@ def filter_views(frame: pd.DataFrame, frontal_only: bool, view: View) -> pd.Data
         frontal_only: drop lateral views.
         view: ``AP`` or ``PA`` keeps only frontal views of that projection (laterals have no
             AP/PA and are kept unless ``frontal_only``); ``any`` keeps every frontal view.
+
+    A row is frontal when its ``Frontal/Lateral`` cell says so, whatever its AP/PA: the
+    real train.csv has 17 ``Frontal`` rows (file names ``viewN_frontal.jpg``) whose AP/PA
+    is ``LL`` (16) or ``RL`` (1). Two of the three fields say frontal, so they stay frontal
+    views: ``view=any`` keeps them, ``view=AP`` and ``view=PA`` drop them (neither
+    projection). ``chexflow data summary`` shows the AP/PA breakdown of frontal images.
     """
     if view not in ("any", "AP", "PA"):
         raise ValueError(f"view must be 'any', 'AP' or 'PA', not {view!r}")

@@ -7,17 +7,22 @@ classes appear in ``EVAL_CLASSES`` order, counts are images unless named ``patie
 - ``filters``: ``{"frontal_only": bool, "view": "any"|"AP"|"PA"}``.
 - ``splits``: ``{"train": S, "valid": S | null}`` (``valid`` is null without valid.csv),
   S = ``{"images", "patients", "studies", "views": {"Frontal", "Lateral"},
-  "ap_pa": {value or "blank": images}, "used_images", "used_patients"}``; ``used_*``
-  count what is left after the view filters, everything else counts the whole CSV.
+  "ap_pa": {value or "blank": images}, "frontal_ap_pa": {value or "blank": frontal
+  images}, "used_images", "used_patients"}``; ``used_*`` count what is left after the
+  view filters, everything else counts the whole CSV. ``Frontal`` rows whose AP/PA is
+  ``LL`` or ``RL`` (17 in the real train.csv) are frontal views by the rule of
+  ``chexpert.filter_views``: kept by ``view=any``, dropped by ``view=AP`` or ``PA``.
 - ``labels``: ``{"train": L, "valid": L | null}`` after the view filters,
   L = ``{class: {"positive", "negative", "uncertain", "blank"}}``.
 - ``exclusivity``: ``{"train": E, "valid": E | null}`` after the view filters,
   E = ``{"exclusive", "multi_label", "none", "exclusive_by_class": {class: images}}``
   (images with exactly one, several, or no positive evaluation class).
 - ``holdout``: ``{"eval_source", "split_seed", "holdout_fraction", "val_fraction",
-  "eval_digest", "eval", "val", "pool", "error"}`` with eval/val/pool =
-  ``{"patients", "images"}``; when the split is impossible, ``error`` holds the reason
-  and the other computed values are null.
+  "eval_digest", "eval_digest_error", "eval", "val", "pool", "error"}`` with
+  eval/val/pool = ``{"patients", "images"}``; when the split is impossible, ``error``
+  holds the reason and the other computed values are null. ``eval_digest`` is the one a
+  run records (``splits.eval_digest`` over the images' bytes, labels and label policy);
+  null, with the reason in ``eval_digest_error``, when an evaluation image is unreadable.
 - ``fractions``: one ``fractions.fraction_sizes`` entry per requested fraction
   (``fraction``, ``seed``, ``patients``, ``images``, ``positives``, ``error``) drawn from
   the pool with ``min_class_count`` of the config; empty when the split is impossible.
@@ -25,7 +30,7 @@ classes appear in ``EVAL_CLASSES`` order, counts are images unless named ``patie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,6 +51,8 @@ class SummarySettings(SplitSettings, Protocol):
 
     @property
     def min_class_count(self) -> int: ...
+    @property
+    def label_policy(self) -> Mapping[str, str]: ...
 
 
 def summarise(
@@ -66,7 +73,7 @@ def summarise(
         name: filter_views(frame, cfg.frontal_only, cfg.view) if frame is not None else None
         for name, frame in frames.items()
     }
-    holdout, pool = _holdout(train, valid, cfg)
+    holdout, pool = _holdout(root, train, valid, cfg)
     return {
         "schema": SCHEMA,
         "root": str(root),
@@ -94,9 +101,20 @@ def _split_counts(frame: pd.DataFrame, used: pd.DataFrame) -> dict[str, Any]:
         "studies": int(frame["study"].nunique()),
         "views": {v: int((frame["view"] == v).sum()) for v in ("Frontal", "Lateral")},
         "ap_pa": {str(k): int(v) for k, v in ap_pa.items()},
+        "frontal_ap_pa": _frontal_ap_pa(frame),
         "used_images": len(used),
         "used_patients": int(used["patient"].nunique()),
     }
+
+
+def _frontal_ap_pa(frame: pd.DataFrame) -> dict[str, int]:
+    """Frontal images by their AP/PA value: AP and PA first, then the others by name."""
+    values = frame.loc[frame["view"] == "Frontal", "ap_pa"].replace("", "blank")
+    counts = values.value_counts()
+    order = [v for v in ("AP", "PA") if v in counts] + sorted(
+        str(v) for v in counts.index if v not in ("AP", "PA")
+    )
+    return {name: int(counts[name]) for name in order}
 
 
 def _label_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -125,7 +143,7 @@ def _exclusivity(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def _holdout(
-    train: pd.DataFrame, valid: pd.DataFrame | None, cfg: SummarySettings
+    root: Path, train: pd.DataFrame, valid: pd.DataFrame | None, cfg: SummarySettings
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """The ``holdout`` section and the training pool (None when no split is possible)."""
     section: dict[str, Any] = {
@@ -134,6 +152,7 @@ def _holdout(
         "holdout_fraction": cfg.holdout_fraction,
         "val_fraction": cfg.val_fraction,
         "eval_digest": None,
+        "eval_digest_error": None,
         "eval": None,
         "val": None,
         "pool": None,
@@ -144,7 +163,10 @@ def _holdout(
     except DataError as exc:
         section["error"] = str(exc)
         return section, None
-    section["eval_digest"] = eval_digest(splits.eval)
+    try:
+        section["eval_digest"] = eval_digest(splits.eval, root=root, policy=cfg.label_policy)
+    except DataError as exc:
+        section["eval_digest_error"] = str(exc)
     for name in ("eval", "val", "pool"):
         part = getattr(splits, name)
         section[name] = {"patients": int(part["patient"].nunique()), "images": len(part)}
@@ -158,6 +180,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"CheXpert dataset {summary['root']} "
         f"(frontal_only={filters['frontal_only']}, view={filters['view']})",
         _splits_table(summary["splits"]),
+        _ap_pa_table(summary["splits"]),
         _labels_table(summary["labels"]),
         _exclusivity_table(summary["exclusivity"]),
         _holdout_table(summary["holdout"]),
@@ -207,6 +230,24 @@ def _splits_table(splits: dict[str, Any]) -> str:
     return _table("images by split (used = after the view filters)", header, rows)
 
 
+def _ap_pa_table(splits: dict[str, Any]) -> str:
+    present = {name: s["frontal_ap_pa"] for name, s in splits.items() if s is not None}
+    values = list(dict.fromkeys(v for counts in present.values() for v in counts))
+    rows = [[value] + [counts.get(value, 0) for counts in present.values()] for value in values]
+    odd = {
+        name: sum(n for v, n in counts.items() if v not in ("AP", "PA"))
+        for name, counts in present.items()
+    }
+    table = _table("frontal images by AP/PA", ["AP/PA", *present], rows)
+    if any(odd.values()):
+        counts = ", ".join(f"{name} {n}" for name, n in odd.items() if n)
+        table += (
+            f"\n  neither AP nor PA ({counts}): frontal views, kept by view=any, "
+            "dropped by view=AP or view=PA"
+        )
+    return table
+
+
 def _labels_table(labels: dict[str, Any]) -> str:
     present = [name for name, counts in labels.items() if counts is not None]
     kinds = {"positive": "pos", "negative": "neg", "uncertain": "unc", "blank": "blank"}
@@ -238,6 +279,8 @@ def _holdout_table(holdout: dict[str, Any]) -> str:
     )
     if holdout["error"]:
         return f"{title}\n  not possible: {holdout['error']}"
+    if holdout.get("eval_digest_error"):
+        title += f"\n  no eval_digest: {holdout['eval_digest_error']}"
     parts = ("eval", "val", "pool")
     rows = [[name, holdout[name]["patients"], holdout[name]["images"]] for name in parts]
     return _table(title, ["part", "patients", "images"], rows)
