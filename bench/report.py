@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.bench_orchestration import median_breakdown
 from bench.common import load_average, machine_info, now_utc
+from bench.report_commands import commands_tables, scale_section, threads_section
 
 SUITE_FILE = "suite.json"
 LARGE_ONLY = ("training_resnet18", "orchestration_demo", "analysis_100k")
@@ -79,6 +80,18 @@ SECTIONS: list[tuple[str, str, str]] = [
         "7. Scaling with the evaluation-set size and the training fraction",
         "Each stage's time against its size; the observed complexity is the log-log slope.",
     ),
+    (
+        "commands",
+        "8. Whole commands: start to exit, and the time to the first training step",
+        "What a user waits for, as whole processes in fresh workdirs (imports, the Prefect "
+        "API, a new MLflow database, the work, the exit): `chexflow sweep` on a small "
+        "workload (one fraction, the 0% reference, the comparison) against `python -m "
+        "bench.plain_sweep` on the same data and settings, in rounds of three runs in "
+        "rotating order (plain, command with a used `PREFECT_HOME`, command with a new one "
+        "in the workdir, the CLI's default); `chexflow demo --quick`; the time from the "
+        "command's start to its first training step (the timestamp of the run's first "
+        "`train_loss_step` metric in MLflow); and where that time goes.",
+    ),
 ]
 
 
@@ -143,7 +156,9 @@ def section(doc: dict[str, Any] | None, title: str, about: str) -> list[str]:
     shown = ", ".join(
         f"{k}={v}" for k, v in settings.items() if isinstance(v, int | float | str | bool)
     )
-    extra = scaling_tables(doc) if doc.get("benchmark") == "scaling" else []
+    extra = {"scaling": scaling_tables, "commands": commands_tables}.get(
+        doc.get("benchmark", ""), lambda _doc: []
+    )(doc)
     return [
         *lines,
         *figures_table(doc),
@@ -469,10 +484,12 @@ def write_report(
         "of paired runs measured back to back in alternating order. The machine's cores "
         "may be shared with other work: compare numbers within one file.",
         "",
-        "Sizes: `make bench` runs the default suite (≤ ~15 min on 2 cores); "
+        "Sizes: `make bench` runs the default suite (≤ ~25 min on 2 idle cores, ~10 of them "
+        "the whole commands of section 8); "
         "`python -m bench.run_all --large` adds resnet18 at 128 px, the sweep at the demo's "
         "workload, the `chexflow sweep` command-line timings, the t-SNE race at 50k, the "
-        "analysis stage at 100k and 20k, 50k and 100k on the scaling curve. The GPU benchmark "
+        "analysis stage at 100k and 20k, 50k and 100k on the scaling curve, and more "
+        "rounds of the whole-command figures (section 8). The GPU benchmark "
         "writes `skipped` without CUDA; on a CUDA machine: "
         "`python -m bench.bench_gpu --quick` (< 5 min on one H100).",
         "",
@@ -509,5 +526,7 @@ def write_report(
         lines += section(results.get(stem), title, about)
     lines += optimised_section(results)
     lines += findings_section(results)
+    lines += threads_section(results)
+    lines += scale_section(results)
     doc_path.parent.mkdir(parents=True, exist_ok=True)
     doc_path.write_text("\n".join(lines).rstrip() + "\n")

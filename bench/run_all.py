@@ -1,6 +1,6 @@
 """Run the benchmark suite and write bench/results/*.json and docs/BENCHMARKS.md.
 
-    python -m bench.run_all                 # the default suite, ~15 min on 2 cores (make bench)
+    python -m bench.run_all                 # the default suite, ~25 min on 2 cores (make bench)
     python -m bench.run_all --large         # + resnet18 128 px, the demo's sweep, t-SNE 50k, 100k
     python -m bench.run_all --only training,tracking
     python -m bench.run_all --report-only   # rewrite docs/BENCHMARKS.md from the JSON files
@@ -45,6 +45,11 @@ def suite(large: bool) -> list[Bench]:
         Bench("analysis", "bench.bench_analysis"),
         Bench("scaling", "bench.bench_scaling", ["--large"] if large else []),
         Bench("gpu", "bench.bench_gpu", ["--quick"]),
+        Bench(
+            "commands",
+            "bench.bench_commands",
+            [] if large else ["--repeats", "2", "--demo-repeats", "1", "--threads-repeats", "1"],
+        ),
     ]
     if large:
         resnet18 = ["--model", "resnet18", "--image-size", "128", "--patients", "800"]

@@ -162,3 +162,58 @@ def test_one_pass_evaluation_equals_two_passes() -> None:
     one = predict_and_embed(model, loader, device, progress=False)
     for a, b in zip((probs, target, mask, features), one, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_command_breakdown_parsers() -> None:
+    """The whole-command benchmark's phase and import accounting, on recorded input."""
+    from bench.bench_commands import import_breakdown, startup_phases
+
+    marks = {
+        "probe_started": 100.5,
+        "marks": {
+            "import flows.cli": [100.6, 101.0],
+            "flows.embedded.start_temporary_api": [102.0, 102.1],
+            "api_wait": [105.0, 106.5],
+            "chexflow.train.TrainStep.__call__": [110.0, 110.25],
+        },
+    }
+    phases = {p["phase"]: p["s"] for p in startup_phases(marks, 100.0, 20.0)}
+    assert phases["Python start"] == 0.5
+    assert phases["import the CLI (typer, chexflow.config)"] == 0.5
+    assert phases["wait for the Prefect API"] == 1.5
+    assert phases["first step"] == 0.25
+    assert "load images, create the model" not in phases  # its marks are missing
+    stderr = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:       100 |       2000000 | torch",
+            "import time:        50 |          5000 |   torch._C",
+            "import time:        10 |        500000 | prefect.server",
+            "import time:        10 |        250000 | prefect",
+            "PROBE first-step",
+            "import time:        10 |       9000000 | sklearn",
+        ]
+    )
+    imports = import_breakdown(stderr)
+    assert imports["total_s"] == 2.75  # nested and post-first-step lines left out
+    assert imports["by_package_s"]["torch"] == 2.0
+    assert imports["by_package_s"]["prefect"] == 0.75
+
+
+@pytest.mark.slow
+def test_commands(tmp_path: Path) -> None:
+    # 161 training images: batch 24 leaves no batch of one (BatchNorm refuses it)
+    args = [*TINY_MODEL, "--patients", "160", "--epochs", "1", "--fraction", "0.5"]
+    args += ["--set", "train.batch_size=24"]
+    args += ["--repeats", "1", "--no-demo", "--no-threads"]
+    doc = run_bench("bench_commands", tmp_path / "c.json", *args, timeout=1200)
+    check_document(doc, "commands")
+    sweep = doc["results"]["sweep"]
+    assert sweep["ratio_warm_to_plain"]["median"] > 0
+    for key in ("plain", "warm", "cold"):  # each found its first training step
+        assert 0 < sweep[key]["first_step_s"]["median"] < sweep[key]["s"]["median"]
+    startup = doc["results"]["startup"]
+    names = [p["phase"] for p in startup["phases"]]
+    assert names[0] == "Python start" and "first step" in names
+    assert "wait for the Prefect API" in names
+    assert startup["imports_before_first_step"]["by_package_s"]["torch"] > 0
