@@ -306,7 +306,16 @@ def train_epoch(
     seen, lr = 0, step_fn.lr
     for i, (images, target, mask) in enumerate(loader):
         lr = step_fn.lr
-        loss = step_fn(images, target, mask)
+        try:
+            loss = step_fn(images, target, mask)
+        except ValueError as exc:
+            if "Expected more than 1 value per channel" not in str(exc):
+                raise
+            raise DataError(
+                f"training: a batch of {len(images)} image(s) reaches a 1x1 feature map, where "
+                "BatchNorm cannot train; use more training images (a larger fraction) or a "
+                "larger data.image_size"
+            ) from None
         total += loss * len(images)
         seen += len(images)
         if callbacks:

@@ -386,3 +386,16 @@ def test_a_constant_16_bit_png_decodes_to_zero(tmp_path: Path) -> None:
     path = tmp_path / "flat.png"
     Image.fromarray(np.full((16, 16), 3000, np.uint16)).save(path)
     assert (ds.decode_image(path.read_bytes(), 16) == 0).all()
+
+
+def test_a_shuffled_loader_never_ends_on_a_batch_of_one() -> None:
+    data = ids_dataset()  # 23 items
+
+    def sizes(loader) -> list[int]:
+        return [len(x) for x, _, _ in loader]
+
+    training = make_loader(data, 11, shuffle=True, seed=0)
+    assert sizes(training) == [11, 12] and len(training) == 2
+    assert sorted(_rows(training)) == list(range(23))
+    assert sizes(make_loader(data, 11, shuffle=True, seed=0, merge_single=False)) == [11, 11, 1]
+    assert sizes(make_loader(data, 11, shuffle=False, seed=0)) == [11, 11, 1]  # evaluation

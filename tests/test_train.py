@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from chexflow.checkpoints import sha256_file
 from chexflow.config import ModelConfig, TrainConfig
+from chexflow.data.dataset import make_loader
 from chexflow.data.labels import PATHOLOGIES
-from chexflow.errors import ConfigError
+from chexflow.errors import ConfigError, DataError
 from chexflow.models import create_model
 from chexflow.train import (
     Callback,
@@ -285,3 +286,28 @@ def test_training_labels_come_from_the_dataset_without_images() -> None:
     data = tiny_dataset(8, 0)
     targets, mask = training_labels(DataLoader(LabelledImages(data), batch_size=4))
     assert torch.equal(targets, data.tensors[1]) and torch.equal(mask, data.tensors[2])
+
+
+# --- issue 16: degenerate batch sizes -----------------------------------------------------------
+
+
+def test_a_training_set_of_k_batches_plus_one_image_trains(tmp_path: Path) -> None:
+    # Before: 33 images in batches of 16 ended each epoch on a batch of one image, and
+    # BatchNorm raised at the 1x1 feature map of a 32 px input.
+    data = tiny_dataset(33, 0)
+    train = make_loader(data, 16, shuffle=True, seed=0)
+    assert [len(x) for x, _, _ in train] == [16, 17]
+    val = make_loader(tiny_dataset(8, 1), 16, shuffle=False, seed=0)
+    result = fit(tiny_model(), train, val, train_cfg(epochs=1), PATHOLOGIES, tmp_path, seed=0)
+    assert result.epochs_completed == 1 and math.isfinite(result.history[0]["train_loss"])
+    kept = make_loader(data, 16, shuffle=True, seed=0, merge_single=False)
+    with pytest.raises(DataError, match=r"^training: a batch of 1 image\(s\) reaches a 1x1"):
+        fit(tiny_model(), kept, val, train_cfg(epochs=1), PATHOLOGIES, tmp_path / "b", seed=0)
+
+
+def test_a_single_training_image_is_a_one_line_data_error(tmp_path: Path) -> None:
+    train = make_loader(tiny_dataset(1, 0), 16, shuffle=True, seed=0)
+    val = make_loader(tiny_dataset(8, 1), 16, shuffle=False, seed=0)
+    with pytest.raises(DataError, match="use more training images") as raised:
+        fit(tiny_model(), train, val, train_cfg(epochs=1), PATHOLOGIES, tmp_path, seed=0)
+    assert "\n" not in str(raised.value)

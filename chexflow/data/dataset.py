@@ -436,10 +436,21 @@ class SeededBatchSampler(Sampler[np.ndarray]):
     next epoch. ``set_epoch(e)`` makes the next pass use epoch ``e``'s order, so a resumed
     run replays the same batches; re-seeding ``generator`` directly before a pass (as
     ``train.seed_loader`` does) also works.
+
+    A shuffled (training) pass never ends with a batch of one image when ``n > 1``: that
+    image joins the previous batch (``merge_single``, on by default when shuffling).
+    BatchNorm cannot train on one image whose feature map is 1×1 (a 32 px input to a
+    ResNet), which made every training set of ``k × batch_size + 1`` images crash.
     """
 
     def __init__(
-        self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool = False,
+        merge_single: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -448,6 +459,7 @@ class SeededBatchSampler(Sampler[np.ndarray]):
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.merge_single = shuffle if merge_single is None else merge_single
         self.epoch = 0
         self.generator = torch.Generator()
         self.set_epoch(0)
@@ -460,9 +472,13 @@ class SeededBatchSampler(Sampler[np.ndarray]):
         self.generator.manual_seed(int(state >> np.uint64(1)))
 
     def __len__(self) -> int:
-        if self.drop_last:
+        if self.drop_last or self._merges():
             return self.n // self.batch_size
         return -(-self.n // self.batch_size)
+
+    def _merges(self) -> bool:
+        """Whether the last batch would hold one image and joins the previous one."""
+        return self.merge_single and self.n > self.batch_size and self.n % self.batch_size == 1
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.shuffle:
@@ -470,8 +486,10 @@ class SeededBatchSampler(Sampler[np.ndarray]):
         else:
             order = np.arange(self.n)
         self.set_epoch(self.epoch + 1)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield order[start : start + self.batch_size]
+        count = len(self)
+        for k, start in enumerate(range(0, count * self.batch_size, self.batch_size)):
+            end = self.n if k == count - 1 and self._merges() else start + self.batch_size
+            yield order[start:end]
 
 
 def _as_is(batch: Any) -> Any:
@@ -487,14 +505,25 @@ def make_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     drop_last: bool = False,
+    merge_single: bool | None = None,
 ) -> DataLoader:
     """A DataLoader whose batch order is fixed by ``seed`` (and the epoch).
+
+    A shuffled loader merges a final batch of one image into the previous batch
+    (``SeededBatchSampler``); ``merge_single=False`` keeps it.
 
     For ``ChexpertImages`` each batch is fetched with one ``dataset[indices]`` call;
     other map-style datasets are fetched per item and collated as usual. The sampler is
     ``loader.sampler`` or ``loader.batch_sampler``; ``set_loader_epoch`` reaches it.
     """
-    sampler = SeededBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last)  # type: ignore[arg-type]
+    sampler = SeededBatchSampler(
+        len(dataset),  # type: ignore[arg-type]
+        batch_size,
+        shuffle,
+        seed,
+        drop_last,
+        merge_single,
+    )
     common: dict[str, Any] = {
         "num_workers": num_workers,
         "pin_memory": pin_memory,
