@@ -157,10 +157,10 @@ def _map_figure(
         tools="box_select,lasso_select,pan,wheel_zoom,reset",
         active_drag="box_select",
         match_aspect=True,
+        x_axis_type=None,  # map coordinates have no unit: no axes, no grid (fewer views)
+        y_axis_type=None,
         name=f"figure|{name}|{run.label}",
     )
-    fig.axis.visible = False
-    fig.grid.visible = False
     fig.toolbar.logo = None
     renderer = fig.scatter(
         f"x{run_index}_{map_index}",
