@@ -131,6 +131,7 @@ class Context:
     fdr: float = DEFAULT_FDR
     shared: SharedResamples | None = None
     tests: list[dict[str, Any]] = field(default_factory=list)
+    above_chance: dict[tuple[float, str], dict[str, Any]] = field(default_factory=dict)
     _series: dict[tuple[str, tuple[int, ...]], dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -332,6 +333,14 @@ def build_context(records: list[RunRecord]) -> Context:
     rows = agreement_rows(len(patients))
     fractions = sorted({r.fraction for r in ordered})
     groups, available = [], True
+    models = {model_key(r) for r in ordered}
+    if len(models) > 1:
+        # Two backbones or starting points are two treatments, never seeds of one.
+        named = ", ".join(f"{m}" + (f" from {s}" if s else "") for m, s in sorted(models))
+        raise ChexflowError(
+            f"the runs come from {len(models)} models ({named}): compare one model and "
+            "starting point at a time (runs of different models are not seeds of one)"
+        )
     for index, fraction in enumerate(fractions):
         members = [r for r in ordered if r.fraction == fraction]
         quantities, neighbours, resampled = [], [], []

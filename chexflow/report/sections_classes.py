@@ -5,8 +5,11 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Any
 
+from scipy.stats import norm
+
 from chexflow.report import verdicts as v
 from chexflow.report.context import Context, Group, contrasts
+from chexflow.report.stats import benjamini_hochberg
 
 
 def base_rates(ctx: Context) -> dict[str, float]:
@@ -33,9 +36,35 @@ def nearest_class(group: Group, name: str, classes: list[str]) -> str | None:
     return min(known, key=known.__getitem__) if known else None
 
 
-def above_chance(estimate: dict[str, Any]) -> bool:
-    """A lift whose 95% interval lies above 1: more neighbours than chance would give."""
-    return estimate.get("ci_low") is not None and estimate["ci_low"] > 1.0
+def chance_calls(ctx: Context) -> dict[tuple[float, str], dict[str, Any]]:
+    """Which lifts lie above chance, every pair and directed lift at every fraction at once.
+
+    A lift is above chance when its 95% interval lies above 1 *and* its one-sided p-value
+    (``(lift − 1) / se``, normal) survives Benjamini–Hochberg across all the lifts tested
+    (``ctx.fdr``): with 21 pairs at several fractions, some would clear 95% by chance.
+    """
+    if ctx.above_chance:
+        return ctx.above_chance
+    keys = [f"pairlift/{a}/{b}" for a, b in combinations(ctx.classes, 2)]
+    keys += [f"lift/{a}/{b}" for a in ctx.classes for b in ctx.classes if a != b]
+    tested = []
+    for group in ctx.groups:
+        for key in keys:
+            e = group.estimate(key)
+            if e["value"] is None or e.get("se") in (None, 0.0):
+                continue
+            p = float(norm.sf((e["value"] - 1.0) / e["se"]))
+            tested.append(((group.fraction, key), e, p))
+    q_values = benjamini_hochberg([p for *_, p in tested])
+    for (where, e, p), q in zip(tested, q_values, strict=True):
+        above = e["ci_low"] is not None and e["ci_low"] > 1.0 and q <= ctx.fdr
+        ctx.above_chance[where] = {"above": bool(above), "p": p, "q": float(q)}
+    return ctx.above_chance
+
+
+def above_chance(ctx: Context, group: Group, key: str) -> bool:
+    """A lift called above chance (``chance_calls``)."""
+    return chance_calls(ctx).get((group.fraction, key), {}).get("above", False)
 
 
 def _partners(group: Group, name: str, ctx: Context, base: dict[str, float]) -> list[dict]:
@@ -54,7 +83,7 @@ def _partners(group: Group, name: str, ctx: Context, base: dict[str, float]) -> 
     shares = [s for s in shares if s["share"]["value"] is not None]
     shares.sort(key=lambda s: -(s["lift"]["value"] or 0.0))
     for s in shares:
-        s["above_chance"] = above_chance(s["lift"])
+        s["above_chance"] = above_chance(ctx, group, f"lift/{name}/{s['class']}")
     return shares[: v.MAX_PARTNERS]
 
 
@@ -139,7 +168,12 @@ def _top_pairs(group: Group, ctx: Context, base: dict[str, float]) -> list[dict[
     for a, b in combinations(ctx.classes, 2):
         share = group.estimate(f"overlap/{a}/{b}")
         lift = group.estimate(f"pairlift/{a}/{b}")
-        if share["value"] is not None and lift["value"] is not None and above_chance(lift):
+        key = f"pairlift/{a}/{b}"
+        if (
+            share["value"] is not None
+            and lift["value"] is not None
+            and above_chance(ctx, group, key)
+        ):
             if ctx.too_few(f"pair/{a}/{b}") is not None:
                 continue
             ranked.append(
