@@ -289,7 +289,7 @@ def test_hover_shows_the_images_thumbnail_labels_and_neighbours(
     assert "patient00005" in text and f"image #{i}" in text
     assert "positive: Normal" in text and "negative: Cardiomegaly" in text
     # run 2's nearest images of image 11 are 13, 15, ...: image 13 is positive for Card
-    assert "nearest: Card" in text
+    assert "nearest in this run: Card" in text
     src = tab.locator(".cx-tip img").first.get_attribute("src")
     assert src.startswith("data:image/webp;base64,") and src in images_thumbs(tab)
     tab.mouse.move(1, 1)

@@ -123,17 +123,12 @@ def change_mode(runs: Sequence[ExplorerRun], a: int, b: int, key: str) -> Colour
     steps = np.clip(np.round(agreement * 255).astype(int), 0, 255)
     k = min(np.shape(runs[a].neighbours)[1], np.shape(runs[b].neighbours)[1])
     legend = [
-        (Viridis256[0], "none kept"),
+        (Viridis256[0], f"none of its {k} nearest images kept"),
         (Viridis256[128], "half"),
-        (Viridis256[255], "all kept"),
+        (Viridis256[255], f"all {k} kept"),
     ]
-    return ColourMode(
-        key,
-        f"neighbours kept, {runs[a].label} → {runs[b].label}",
-        [Viridis256[s] for s in steps],
-        [(c, f"{t} of {k} nearest") for c, t in legend],
-        gradient=True,
-    )
+    title = f"neighbours kept, {runs[a].label} → {runs[b].label}"
+    return ColourMode(key, title, [Viridis256[s] for s in steps], legend, gradient=True)
 
 
 def colour_modes(

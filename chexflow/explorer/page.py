@@ -134,7 +134,8 @@ def _tooltip(run_index: int, with_thumbnails: bool) -> str:
         '<div class="cx-tip" style="width:260px;font-size:12px;line-height:1.35">'
         f"{thumb}<div><b>@patient</b><br>@study · image #@row</div>"
         '<div class="cx-labels" style="clear:both;padding-top:2px">@labels{safe}</div>'
-        f'<div class="cx-nn" style="padding-top:2px"><b>nearest</b>: @nn{run_index}{{safe}}</div>'
+        '<div class="cx-nn" style="padding-top:2px"><b>nearest in this run</b>: '
+        f"@nn{run_index}{{safe}}</div>"
         "</div>"
     )
 
@@ -231,12 +232,12 @@ def _controls(
     classes: Sequence[str],
 ) -> tuple[Select, Select, Div]:
     legends = {m.key: legend_html(m) for m in modes}
-    legend = Div(text=legends[modes[0].key], width=PAGE_WIDTH - 520, name="legend")
+    legend = Div(text=legends[modes[0].key], width=PAGE_WIDTH - 560, name="legend")
     colour = Select(
         title="Colour by",
         value=modes[0].key,
         options=[(m.key, m.title) for m in modes],
-        width=260,
+        width=300,
         name="colour",
     )
     colour.js_on_change(
@@ -339,7 +340,8 @@ def write_explorer(
         title: the page's title and heading.
 
     Returns:
-        ``out_path``. About 1.6 MB of BokehJS plus ~0.5 KB per image and map
+        ``out_path``: 1.7 MB of BokehJS plus about 1 KB per image with three runs
+        (thumbnail, labels, neighbours, coordinates); 11.5 MB at 10,000 images
         (bench/bench_explorer.py).
 
     Raises:
