@@ -10,8 +10,10 @@ in `chexflow.data.synthetic_labels`, fitted to the real train set's statistics
 (`chexflow.data.reference_stats`): prevalence, uncertainty, blanks, co-occurrence and
 repeat rates between a patient's consecutive studies. The rest of the layout follows the
 same reference: studies per patient (heavy-tailed: 1 for half the patients, 2.9 on
-average, up to ~45 among 3,000 patients and 91 among the release's 64,540), images per
-study (1-3), AP share of frontal views, sex; ages are 18-90 (90 is CheXpert's cap).
+average, ~50 at most among 3,000 patients and 91 among the release's 64,540), images
+per study (1-3), AP share of frontal views, sex; ages are 18-90 (90 is CheXpert's cap),
+and the first patients carry the release's one-offs (Sex Unknown, Age 0, a frontal view
+marked LL).
 `chexflow.data.label_stats` measures a written ``train.csv`` with the reference's
 definitions.
 
