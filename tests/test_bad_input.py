@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import TINY, set_args
 from mlflow import MlflowClient
@@ -171,7 +172,7 @@ def two_eval_sets(prefect_api, tiny_dataset: Path, tmp_path_factory) -> tuple[Pa
         finetune(
             str(tiny_dataset), 0.5, 0, load_config(None, [*TINY, f"data.split_seed={s}"]),
             str(workdir),
-        )["run_id"]
+        ).run_id
         for s in (0, 1)
     ]  # fmt: skip
     return workdir, ids
@@ -367,3 +368,54 @@ class _Payload:
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return os.mkdir, (str(self.marker),)
+
+
+# --- issue 16: degenerate numbers end in one line -----------------------------------------------
+
+
+def _labelled(n: int) -> tuple[list[tuple[str, ...]], list[str | None]]:
+    from chexflow.data.labels import EVAL_CLASSES
+
+    exclusive = [EVAL_CLASSES[i % 3] for i in range(n)]
+    return [(c,) for c in exclusive], exclusive
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda rng: np.ones((60, 8), np.float32), "all 60 rows are the same point"),
+        (lambda rng: np.zeros((60, 8), np.float32), "all 60 rows are the same point"),
+        (
+            lambda rng: (1.0 + 1e-9 * rng.standard_normal((60, 8))).astype(np.float64),
+            "all 60 rows are the same point",
+        ),
+        (
+            lambda rng: np.where(np.arange(60)[:, None] == 7, np.nan, rng.random((60, 8))),
+            "1 of 60 rows hold NaN or infinite values (first at row 7)",
+        ),
+    ],
+)
+def test_collapsed_embeddings_are_refused_not_scored_as_perfect(make, expected) -> None:
+    # Before: Davies-Bouldin of a collapsed space was 0.0 (the best score), then scipy raised.
+    from sklearn.metrics import davies_bouldin_score
+
+    from chexflow.analysis.run_analysis import analyse_embeddings
+    from chexflow.config import AnalysisConfig
+
+    features = make(np.random.default_rng(0))
+    positives, exclusive = _labelled(len(features))
+    if np.isfinite(features).all():
+        assert davies_bouldin_score(features, exclusive) == 0.0  # what was reported
+    with pytest.raises(DataError) as raised:
+        analyse_embeddings(features, positives, exclusive, AnalysisConfig(bootstrap=0))
+    assert str(raised.value).startswith("embeddings collapsed: ")
+    assert expected in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_spread_embedding_is_not_called_collapsed() -> None:
+    from chexflow.numerics import collapse_problem
+
+    rng = np.random.default_rng(0)
+    assert collapse_problem(rng.standard_normal((50, 4))) is None
+    assert collapse_problem(1e3 + 0.1 * rng.standard_normal((50, 4))) is None  # 1e-4 relative
+    assert collapse_problem(np.ones((1, 4))) is None  # shapes are the caller's business

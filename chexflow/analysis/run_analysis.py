@@ -304,6 +304,9 @@ def analyse_embeddings(
         DataError: inconsistent inputs, or fewer than 2 classes with ≥ 2 exclusive images.
     """
     features = np.asarray(features)
+    from chexflow.numerics import check_not_collapsed  # issue 16: never score a collapsed space
+
+    check_not_collapsed(features)
     positives, exclusive = _check_inputs(features, positives, exclusive)
     subset = clusters.exclusive_subset(exclusive)
     if len(subset.classes) < 2:
