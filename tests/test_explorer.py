@@ -351,3 +351,23 @@ def test_colour_and_class_controls_recolour_and_filter_every_map(
     drawn = tab.evaluate(js(DRAWN_JS), [map_names(), None])
     assert all(d["indices"] == edema for d in drawn)
     tab.locator("select").nth(1).select_option("all images")
+
+
+def test_runs_are_laid_out_seeds_by_fractions(tmp_path: Path) -> None:
+    from bokeh.models import Spacer
+
+    from chexflow.explorer.page import build_layout
+
+    images, runs, thumbs = constructed(tmp_path)
+    grid = [
+        ExplorerRun(f"{f * 100:g}% seed {s}", f, s, runs[0].maps, runs[0].neighbours)
+        for f, s in [(0.0, 0), (0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1)]
+    ]
+    layout = build_layout(images, grid, thumbs, EVAL_CLASSES, "t")
+    tabs = layout.select_one({"name": "maps"}).tabs
+    assert [t.title for t in tabs] == ["t-SNE seed 0, perplexity 30", "PCA"]
+    seed_rows = tabs[0].child.children
+    assert len(seed_rows) == 2 and [len(r.children) for r in seed_rows] == [3, 3]
+    assert isinstance(seed_rows[1].children[0], Spacer)  # the reference has seed 0 only
+    titles = [[c.children[0].title.text for c in r.children[1:]] for r in seed_rows]
+    assert titles == [["1% seed 0", "10% seed 0"], ["1% seed 1", "10% seed 1"]]
