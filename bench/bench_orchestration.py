@@ -439,7 +439,8 @@ def steady_state(
         start = time.perf_counter()
         if embedded:
             with embedded_run_settings(), OverheadBreakdown() as breakdown:
-                last_sweep.update(sweep(str(data), args.fractions, [0], cfg, str(workdir())))
+                result = sweep(str(data), args.fractions, [0], cfg, str(workdir()))
+                last_sweep.update(result.model_dump())
             breakdowns.append(breakdown.summary())
         else:
             sweep(str(data), args.fractions, [0], cfg, str(workdir()))
@@ -493,7 +494,7 @@ def steady_state(
 
 def download_before_after(result: dict[str, Any], tmp: Path, repeats: int = 3) -> dict:
     """The comparison's download of a sweep's runs: by run id (before) / by artifact URI."""
-    from chexflow.comparison import ARTIFACTS
+    from chexflow.records import COMPARED_ARTIFACTS as ARTIFACTS
     from chexflow.tracking import Tracker
 
     tracker = Tracker(os.environ["MLFLOW_TRACKING_URI"], "unused")

@@ -17,20 +17,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chexflow import pipeline
+from chexflow import pipeline, records
 from chexflow.config import ChexflowConfig, load_config
-from chexflow.tracking import fraction_label
 
 
 def _as_run_directory(
     evaluated: pipeline.Evaluated, analysed: pipeline.Analysed, dst: Path
 ) -> Path:
-    """Lay a run's outputs out the way ``compare`` downloads them from MLflow."""
+    """Lay a run's outputs out the way ``compare`` downloads them from MLflow
+    (``records.COMPARED_ARTIFACTS``; the tasks log the same files)."""
     analysis = Path(analysed.output_dir)
-    shutil.copytree(evaluated.embeddings_dir, dst / "embeddings")
-    shutil.copytree(analysis / "metrics", dst / "metrics")
-    shutil.copytree(analysis / "maps", dst / "maps")
-    shutil.copy2(Path(evaluated.output_dir) / "evaluation.json", dst / "metrics")
+    shutil.copytree(evaluated.embeddings_dir, dst / records.EMBEDDINGS_DIR)
+    shutil.copytree(analysis / records.METRICS_DIR, dst / records.METRICS_DIR)
+    shutil.copytree(analysis / records.MAPS_DIR, dst / records.MAPS_DIR)
+    evaluation = Path(evaluated.output_dir) / records.EVALUATION_FILE
+    shutil.copy2(evaluation, dst / records.METRICS_DIR / records.EVALUATION_FILE)
     return dst
 
 
@@ -53,7 +54,7 @@ def run_plain_sweep(
     runs: list[tuple[str, float, int, Path]] = []
     for fraction in fractions:
         for seed in seeds:
-            name = f"finetune-{fraction_label(fraction)}-seed{seed}"
+            name = records.finetune_run_name(fraction, seed)
             prepared = pipeline.prepare_data(data_dir, config.data, fraction, seed, workdir)
             trained = pipeline.train_model(
                 prepared,
@@ -94,18 +95,25 @@ def run_plain_sweep(
             "initial backbone (0%)",
             0,
         )
-        directory = _as_run_directory(evaluated, analysed, workdir / "runs" / "reference")
-        runs.append(("reference", 0.0, 0, directory))
+        directory = _as_run_directory(
+            evaluated, analysed, workdir / "runs" / records.REFERENCE_RUN_NAME
+        )
+        runs.append((records.REFERENCE_RUN_NAME, 0.0, 0, directory))
     if not compare:
         return {}
-    tags = {"chexflow.model": config.model.name}
-    records = [
-        load_run_record(
-            name, {**tags, "chexflow.fraction": str(f), "chexflow.seed": str(s)}, directory
-        )
+    loaded = [
+        load_run_record(name, _tags(name, f, s, config.model.name), directory)
         for name, f, s, directory in runs
     ]
-    return {k: str(v) for k, v in write_report(records, workdir / "report").items()}
+    return {k: str(v) for k, v in write_report(loaded, workdir / records.REPORT_DIR).items()}
+
+
+def _tags(name: str, fraction: float, seed: int, model: str) -> dict[str, str]:
+    """The tags the flows would have given the run (what ``load_run_record`` reads)."""
+    if name == records.REFERENCE_RUN_NAME:
+        return {records.KIND_TAG: "reference", **records.reference_tags(model, "", "")}
+    tags = records.finetune_tags(fraction, seed, model, "", "", "")
+    return {records.KIND_TAG: "finetune", **tags}
 
 
 class FirstStep:

@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexflow import records
 from chexflow.errors import ChexflowError
-
-ARTIFACTS = ("metrics", "embeddings", "maps")
 
 
 @dataclass
@@ -39,8 +38,7 @@ class RunRecord:
 
     @property
     def label(self) -> str:
-        pct = f"{self.fraction * 100:g}%"
-        return f"{pct} seed {self.seed}"
+        return f"{records.fraction_percent(self.fraction)} seed {self.seed}"
 
     @property
     def is_reference(self) -> bool:
@@ -53,7 +51,7 @@ class RunRecord:
             return self.feature_array
         from chexflow.embed import load_embeddings
 
-        return load_embeddings(self.directory / "embeddings")[0]
+        return load_embeddings(self.directory / records.EMBEDDINGS_DIR)[0]
 
     def exclusive(self) -> list[str | None]:
         """Per evaluation image, its class when it has exactly one, else None."""
@@ -79,26 +77,34 @@ def _read_json(path: Path, run_id: str) -> dict[str, Any]:
 
 
 def load_run_record(run_id: str, tags: dict[str, str], directory: Path) -> RunRecord:
-    """Read a run's downloaded artifacts (``metrics/``, ``embeddings/``, ``maps/``)."""
+    """Read a run's downloaded artifacts (``metrics/``, ``embeddings/``, ``maps/``).
+
+    The run's tags (``chexflow.records``) name its fraction, seed and model; the embeddings'
+    own metadata fills in what a run without tags (a local directory) lacks.
+    """
     from chexflow.embed import load_embeddings
 
-    _features, table, meta = load_embeddings(directory / "embeddings")
+    _features, table, meta = load_embeddings(directory / records.EMBEDDINGS_DIR)
     maps = {
         path.stem: np.load(path, allow_pickle=False)
-        for path in sorted((directory / "maps").glob("*.npy"))
+        for path in sorted((directory / records.MAPS_DIR).glob("*.npy"))
     }
+    tagged = records.read_run_tags(tags)
+    metrics_dir = directory / records.METRICS_DIR
     return RunRecord(
         run_id=run_id,
-        fraction=float(tags.get("chexflow.fraction", meta.get("fraction", "nan"))),
-        seed=int(tags.get("chexflow.seed", meta.get("seed", 0))),
-        model=tags.get("chexflow.model", meta.get("model", "?")),
+        fraction=tagged.fraction
+        if tagged.fraction is not None
+        else float(meta.get("fraction", "nan")),
+        seed=tagged.seed if tagged.seed is not None else int(meta.get("seed", 0)),
+        model=tagged.model if tagged.model is not None else meta.get("model", "?"),
         directory=directory,
-        eval_digest=meta.get("eval_digest", tags.get("chexflow.eval_digest", "")),
-        auroc=_read_json(directory / "metrics" / "evaluation.json", run_id),
-        metrics=_read_json(directory / "metrics" / "cluster_metrics.json", run_id),
+        eval_digest=meta.get("eval_digest", tagged.eval_digest or ""),
+        auroc=_read_json(metrics_dir / records.EVALUATION_FILE, run_id),
+        metrics=_read_json(metrics_dir / records.CLUSTER_METRICS_FILE, run_id),
         table=table,
         maps=maps,
-        kind=tags.get("chexflow.kind", "finetune"),
+        kind=tagged.kind or "finetune",
     )
 
 

@@ -2,7 +2,7 @@
 
 Every call names its run id explicitly: MLflow's "active run" is thread-local and Prefect
 runs tasks on other threads. The layout (tags, metric keys, artifact paths, registry
-names) is the contract in DESIGN.md; ``chexflow compare`` reads it back. Environment
+names) is ``chexflow.records``; ``chexflow compare`` reads it back through it. Environment
 defaults (MLflow's HTTP retries and timeout) are set by the entry point:
 ``chexflow.environment.apply_environment_defaults``.
 """
@@ -27,20 +27,20 @@ from mlflow.exceptions import MlflowException
 
 from chexflow.errors import ChexflowError
 from chexflow.procinfo import is_running, start_ticks
-
-KIND_TAG = "chexflow.kind"
-FRACTION_TAG = "chexflow.fraction"
-SEED_TAG = "chexflow.seed"
-SWEEP_TAG = "chexflow.sweep_id"
-PARENT_TAG = "mlflow.parentRunId"
-FAILURE_TAG = "chexflow.failure"
-EVAL_DIGEST_TAG = "chexflow.eval_digest"
-PREFECT_RUN_TAG = "prefect.flow_run_id"
-TRAINING_FP_TAG = "chexflow.training_fingerprint"
-PREVIOUS_ATTEMPTS_TAG = "chexflow.previous_attempts"
-HOST_TAG = "chexflow.host"
-PROCESS_TAG = "chexflow.process"
-NAMESPACE_TAG = "chexflow.pid_namespace"
+from chexflow.records import (
+    COMPARED_KINDS,
+    FAILURE_TAG,
+    HOST_TAG,
+    KIND_TAG,
+    LEARNING_RATE,
+    MAX_FAILURE_LENGTH,
+    NAMESPACE_TAG,
+    PARENT_TAG,
+    PROCESS_TAG,
+    TRAIN_LOSS_STEP,
+    TRAINING_FP_TAG,
+    epoch_key,
+)
 
 log = logging.getLogger("chexflow.tracking")
 
@@ -59,18 +59,6 @@ def default_tracking_uri(workdir: Path) -> str:
 def artifact_root(workdir: Path) -> str:
     """Where a locally created experiment keeps its artifacts."""
     return (Path(workdir) / "mlartifacts").resolve().as_uri()
-
-
-def fraction_label(fraction: float) -> str:
-    """``0.01 -> '1pct'``, ``0.005 -> '0.5pct'`` for aliases and run names."""
-    pct = fraction * 100
-    text = f"{pct:.4f}".rstrip("0").rstrip(".")
-    return f"{text}pct"
-
-
-def model_alias(fraction: float, seed: int) -> str:
-    """Registry alias of a fine-tuned version, e.g. ``frac-1pct-seed0``."""
-    return f"frac-{fraction_label(fraction).replace('.', '_')}-seed{seed}"
 
 
 @dataclass(frozen=True)
@@ -120,9 +108,14 @@ class Tracker:
         run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=all_tags)
         return run.info.run_id
 
+    @property
+    def is_server(self) -> bool:
+        """Whether the store is an MLflow server (which has a UI to link to)."""
+        return self.tracking_uri.startswith(("http://", "https://"))
+
     def run_url(self, run_id: str) -> str | None:
         """A link to the run in the MLflow UI when the store is a server."""
-        if not self.tracking_uri.startswith(("http://", "https://")):
+        if not self.is_server:
             return None
         return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
 
@@ -166,7 +159,7 @@ class Tracker:
     def finish(self, run_id: str, failure: str | None = None) -> None:
         """Close a run: FINISHED, or FAILED with the one-line reason as a tag."""
         if failure is not None:
-            self.set_tags(run_id, {FAILURE_TAG: failure[:5000]})
+            self.set_tags(run_id, {FAILURE_TAG: failure[:MAX_FAILURE_LENGTH]})
             self.client.set_terminated(run_id, status="FAILED")
         else:
             self.client.set_terminated(run_id, status="FINISHED")
@@ -244,8 +237,8 @@ class BatchedMetricLogger:
         now = int(time.time() * 1000)
         with self._lock:
             self._pending += [
-                Metric("train_loss_step", loss, now, step),
-                Metric("lr", lr, now, step),
+                Metric(TRAIN_LOSS_STEP, loss, now, step),
+                Metric(LEARNING_RATE, lr, now, step),
             ]
             due = len(self._pending) >= 2 * self.flush_every
         if due:
@@ -255,7 +248,7 @@ class BatchedMetricLogger:
         now = int(time.time() * 1000)
         with self._lock:
             self._pending += [
-                Metric(f"epoch/{key}", float(value), now, epoch)
+                Metric(epoch_key(key), float(value), now, epoch)
                 for key, value in metrics.items()
                 if isinstance(value, int | float) and value == value and key != "epoch"
             ]
@@ -363,7 +356,7 @@ def runs_of_sweep(tracker: Tracker, sweep_id: str) -> list[Any]:
     runs = tracker.find_runs(
         f"tags.`{PARENT_TAG}` = '{sweep_id}' and attributes.status = 'FINISHED'"
     )
-    return [r for r in runs if r.data.tags.get(KIND_TAG) in ("finetune", "reference")]
+    return [r for r in runs if r.data.tags.get(KIND_TAG) in COMPARED_KINDS]
 
 
 def runs_by_id(tracker: Tracker, run_ids: Iterable[str]) -> list[Any]:

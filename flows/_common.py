@@ -1,13 +1,19 @@
-"""Helpers shared by the flows."""
+"""Helpers shared by the flows: paths, the run-closing context, the input guards, UI artifacts."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from chexflow import pipeline
+from chexflow.config import ChexflowConfig
+from chexflow.errors import ChexflowError
 from chexflow.tracking import Tracker
+from tasks import tracking as mlflow_tasks
 
 
 def absolute(path: str) -> str:
@@ -18,9 +24,31 @@ def absolute(path: str) -> str:
 def one_line(exc: BaseException) -> str:
     """The first line of an exception, prefixed with its type when not a user error."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    from chexflow.errors import ChexflowError
-
     return text if isinstance(exc, ChexflowError) else f"{type(exc).__name__}: {text}"
+
+
+def check_inputs(config: ChexflowConfig, workdir: str) -> None:
+    """The input guards of a run, before any MLflow run exists: a writable workdir with
+    room, and a model that takes the image size.
+
+    Called at each entry (the CLI, and every flow, which a deployment may start directly);
+    the model is built once per process (``pipeline.check_model_input`` remembers what
+    passed), so a sweep's subflows re-check for free.
+    """
+    pipeline.check_workdir(Path(workdir))
+    pipeline.check_model_input(config.model, config.data.image_size)
+
+
+@contextmanager
+def closing_run(tracker: Tracker, run_id: str) -> Iterator[None]:
+    """Close the MLflow run when the block ends: FINISHED, or FAILED with the one-line
+    reason (``chexflow.failure``) when it raises; the exception goes on."""
+    try:
+        yield
+        mlflow_tasks.finish_run(tracker, run_id)
+    except BaseException as exc:
+        mlflow_tasks.finish_run(tracker, run_id, failure=one_line(exc))
+        raise
 
 
 def artifact_key(text: str) -> str:
@@ -30,7 +58,7 @@ def artifact_key(text: str) -> str:
 
 def publish_run_links(tracker: Tracker, run_id: str, key: str, description: str) -> None:
     """Link the MLflow run from the Prefect UI (only servers have a URL to link)."""
-    url = tracker.run_url(run_id)
+    url = mlflow_tasks.run_url(tracker, run_id) if tracker.is_server else None
     if url:
         create_link_artifact(
             link=url,

@@ -18,6 +18,7 @@ import typer
 
 from chexflow.environment import apply_environment_defaults
 from chexflow.errors import ChexflowError
+from chexflow.results import SweepResult
 from flows.cli_common import (
     DEFAULT_WORKDIR,
     ConfigOpt,
@@ -99,7 +100,7 @@ def finetune(
     result = _run_flow(
         finetune_flow, api_started, str(data), fraction, seed, cfg, str(workdir), force=force
     )
-    typer.echo(json.dumps(result, indent=2))
+    typer.echo(json.dumps(result.model_dump(), indent=2))
 
 
 @app.command()
@@ -171,7 +172,7 @@ def compare(
         config=cfg,
         workdir=str(workdir),
     )
-    typer.echo(f"report: {result['html']}")
+    typer.echo(f"report: {result.html}")
 
 
 @app.command()
@@ -274,21 +275,19 @@ def _require_dir(path: Path, option: str) -> None:
         raise ChexflowError(f"{option} {path}: no such directory")
 
 
-def _print_sweep(result: dict[str, Any], workdir: Path) -> None:
+def _print_sweep(result: SweepResult, workdir: Path) -> None:
+    """The sweep's runs, one line each, the report and how to browse MLflow."""
     from chexflow.tracking import default_tracking_uri
 
-    typer.echo(f"sweep {result['sweep_id']}: {len(result['runs'])} fine-tune runs")
-    for run in result["runs"]:
-        auroc = run.get("val_auroc_mean")
+    typer.echo(f"sweep {result.sweep_id}: {len(result.runs)} fine-tune runs")
+    for run in result.runs:
+        auroc = run.val_auroc_mean
         score = f"mean AUROC {auroc:.3f}" if auroc is not None else "mean AUROC undefined"
-        typer.echo(
-            f"  fraction {run['fraction']:g} seed {run['seed']}: run {run['run_id']}, {score}"
-        )
-    if result.get("reference"):
-        ref = result["reference"]
-        typer.echo(f"  initial backbone (0%): run {ref['run_id']}")
-    if result.get("comparison"):
-        typer.echo(f"report: {result['comparison']['html']}")
+        typer.echo(f"  fraction {run.fraction:g} seed {run.seed}: run {run.run_id}, {score}")
+    if result.reference:
+        typer.echo(f"  initial backbone (0%): run {result.reference.run_id}")
+    if result.comparison:
+        typer.echo(f"report: {result.comparison.html}")
     uri = default_tracking_uri(workdir)
     if uri.startswith("sqlite:"):
         mlflow = Path(sys.executable).parent / "mlflow"

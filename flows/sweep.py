@@ -11,10 +11,11 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from pydantic import AfterValidator, Field
 
-from chexflow import pipeline
-from chexflow.config import ChexflowConfig, check_fractions, check_seeds, config_to_yaml
-from chexflow.tracking import PREFECT_RUN_TAG, make_tracker
-from flows._common import absolute, one_line
+from chexflow import records
+from chexflow.config import ChexflowConfig, check_fractions, check_seeds
+from chexflow.results import FinetuneResult, SweepResult
+from chexflow.tracking import make_tracker
+from flows._common import absolute, check_inputs, closing_run
 from flows.compare import compare
 from flows.finetune import finetune
 from flows.reference import reference
@@ -25,12 +26,12 @@ Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(check_seeds)]
 
 
 @task(name="dispatch-finetune", cache_policy=NO_CACHE)
-def dispatch(deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
+def dispatch(deployment: str, parameters: dict[str, Any]) -> FinetuneResult:
     """Run one fine-tune as a flow run of ``deployment`` on its work pool and wait for it."""
     run = run_deployment(deployment, parameters=parameters, as_subflow=True, timeout=None)
     if not run.state or not run.state.is_completed():
         raise RuntimeError(f"flow run {run.name} ended {run.state.name if run.state else '?'}")
-    return run.state.result()
+    return FinetuneResult.model_validate(run.state.result())
 
 
 @flow(name="sweep", persist_result=True, result_serializer="json", log_prints=True)
@@ -45,33 +46,26 @@ def sweep(
     run_compare: bool = True,
     include_reference: bool = True,
     force: bool = False,
-) -> dict[str, Any]:
+) -> SweepResult:
     """Fine-tune every fraction × seed, then write their comparison.
 
     With ``dispatch_to=deployment`` each fine-tune becomes a flow run of the named
     deployment, so GPU workers of its work pool run the fractions in parallel. With
     ``include_reference`` the initial backbone's embeddings join the comparison as "0%".
     """
-    logger = get_run_logger()
     workdir, data_dir = absolute(workdir), absolute(data_dir)
-    pipeline.check_workdir(Path(workdir))
-    pipeline.check_model_input(config.model, config.data.image_size)
+    check_inputs(config, workdir)
     tracker = make_tracker(config.tracking.experiment, Path(workdir))
     mlflow_tasks.close_abandoned_runs(tracker)
-    name = "sweep-" + "-".join(f"{f:g}" for f in fractions)
     sweep_id = mlflow_tasks.start_run(
         tracker,
         "sweep",
-        name,
-        {
-            PREFECT_RUN_TAG: str(flow_run.id),
-            "chexflow.fractions": ",".join(map(str, fractions)),
-            "chexflow.seeds": ",".join(map(str, seeds)),
-        },
+        records.sweep_run_name(fractions),
+        records.sweep_tags(str(flow_run.id), fractions, seeds),
     )
-    logger.info("Sweep %s: fractions %s × seeds %s", sweep_id, fractions, seeds)
-    try:
-        tracker.log_text(sweep_id, config_to_yaml(config), "config.yaml")
+    get_run_logger().info("Sweep %s: fractions %s × seeds %s", sweep_id, fractions, seeds)
+    with closing_run(tracker, sweep_id):
+        mlflow_tasks.log_config(tracker, sweep_id, config)
         grid = [(f, s) for f in fractions for s in seeds]
         if dispatch_to == "local":
             children = [
@@ -98,20 +92,8 @@ def sweep(
         baseline = reference(data_dir, config, workdir, sweep_id) if include_reference else None
         comparison = None
         if run_compare:
-            compared = [c["run_id"] for c in children] + ([baseline["run_id"]] if baseline else [])
+            compared = [c.run_id for c in children] + ([baseline.run_id] if baseline else [])
             comparison = compare(
-                run_ids=compared,
-                config=config,
-                workdir=workdir,
-                parent_run_id=sweep_id,
+                run_ids=compared, config=config, workdir=workdir, parent_run_id=sweep_id
             )
-        mlflow_tasks.finish_run(tracker, sweep_id)
-    except BaseException as exc:
-        mlflow_tasks.finish_run(tracker, sweep_id, failure=one_line(exc))
-        raise
-    return {
-        "sweep_id": sweep_id,
-        "runs": children,
-        "reference": baseline,
-        "comparison": comparison,
-    }
+    return SweepResult(sweep_id=sweep_id, runs=children, reference=baseline, comparison=comparison)

@@ -7,8 +7,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from chexflow.comparison import ARTIFACTS, RunRecord, load_run_record
+from chexflow.comparison import RunRecord, load_run_record
 from chexflow.errors import ChexflowError
+from chexflow.records import COMPARED_ARTIFACTS, read_run_tags
 from chexflow.report import write_report
 from chexflow.tracking import Tracker, runs_by_id, runs_of_sweep
 from tasks.tracking import retry_io_only
@@ -49,8 +50,7 @@ def select_runs(
             except Exception as exc:
                 raise ChexflowError(f"model {model_name} has no alias {alias!r}") from exc
         runs = runs_by_id(tracker, [v.run_id for v in versions])
-    kinds = ("finetune", "reference")
-    foreign = [r.info.run_id for r in runs if r.data.tags.get("chexflow.kind") not in kinds]
+    foreign = [r.info.run_id for r in runs if not read_run_tags(r.data.tags).is_compared]
     if foreign:
         raise ChexflowError(f"runs {foreign} are not chexflow fine-tune or reference runs")
     unfinished = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
@@ -64,7 +64,7 @@ def download_run(
     tracker: Tracker, run_id: str, tags: dict[str, str], artifact_uri: str, dst: str
 ) -> RunRecord:
     """Fetch a run's metrics, embeddings and maps from MLflow into ``dst``."""
-    directory = tracker.download(artifact_uri, ARTIFACTS, Path(dst) / run_id)
+    directory = tracker.download(artifact_uri, COMPARED_ARTIFACTS, Path(dst) / run_id)
     return load_run_record(run_id, tags, directory)
 
 

@@ -11,11 +11,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.serializers import JSONSerializer
 
 from chexflow import pipeline
-from chexflow.config import AnalysisConfig, DataConfig, ModelConfig, TrainConfig
+from chexflow.config import AnalysisConfig, ChexflowConfig, DataConfig, ModelConfig, TrainConfig
 from chexflow.errors import ChexflowError
 
 # What the train task's result_serializer="json" writes into its records.
 _JSON_SERIALIZER = JSONSerializer().model_dump(mode="json")
+
+
+# Prefect marks a cache hit only by the state's name (prefect.context does the same).
+CACHED_STATE_NAME = "Cached"
 
 
 @task(name="prepare-data", cache_policy=NO_CACHE)
@@ -24,6 +28,14 @@ def prepare_data(
 ) -> pipeline.PreparedData:
     """Validate the dataset, carve the fixed evaluation split, draw the fraction."""
     return pipeline.prepare_data(Path(data_dir), data_cfg, fraction, seed, Path(workdir))
+
+
+def check_room(prepared: pipeline.PreparedData, data_cfg: DataConfig, workdir: str) -> None:
+    """Refuse a workdir without room for this run's decoded-image cache (and the rest)."""
+    n_images = prepared.n_train_images + prepared.n_val_images + prepared.n_eval_images
+    pipeline.check_workdir(
+        Path(workdir), data_cfg.cache_dir, pipeline.image_bytes(n_images, data_cfg.image_size)
+    )
 
 
 def _training_key(_context: Any, params: dict[str, Any]) -> str:
@@ -98,6 +110,30 @@ def train(
     return pipeline.train_model(
         prepared, data_cfg, model_cfg, train_cfg, Path(workdir), callbacks=callbacks or ()
     )
+
+
+def train_or_reuse(
+    prepared: pipeline.PreparedData,
+    config: ChexflowConfig,
+    workdir: str,
+    force: bool,
+    callbacks: list[Any],
+) -> tuple[pipeline.TrainedModel, bool]:
+    """Train, or reuse a finished training of the same fingerprint: (model, reused).
+
+    A cache record that chexflow did not write is refused before Prefect reads it; a
+    cached record whose checkpoint files were deleted is not trusted: it retrains.
+    """
+    storage = Path(workdir) / "prefect-results"
+    check_training_record(storage, prepared, config.model, config.train)
+    args = (prepared, config.data, config.model, config.train, workdir, callbacks)
+    state = train.with_options(refresh_cache=force, result_storage=storage)(
+        *args, return_state=True
+    )
+    trained = state.result()
+    if not Path(trained.best_checkpoint).exists():
+        return train.with_options(refresh_cache=True, result_storage=storage)(*args), False
+    return trained, state.name == CACHED_STATE_NAME
 
 
 @task(name="evaluate-and-embed", cache_policy=NO_CACHE)

@@ -11,12 +11,11 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from chexflow import pipeline
-from chexflow import tracking as mlflow_records
+from chexflow import pipeline, records
+from chexflow import tracking as run_store
 from chexflow.config import ChexflowConfig, config_to_yaml, flatten
-from chexflow.data.labels import metric_key
 from chexflow.errors import ChexflowError
-from chexflow.tracking import FRACTION_TAG, SEED_TAG, BatchedMetricLogger, Tracker, model_alias
+from chexflow.tracking import BatchedMetricLogger, Tracker
 
 
 def retry_io_only(_task: Any, _task_run: Any, state: Any) -> bool:
@@ -50,21 +49,6 @@ def start_run(
     return tracker.start_run(kind, run_name, tags, parent_run_id)
 
 
-def evaluation_metrics(auroc: dict) -> dict[str, float | None]:
-    """``val_auroc_mean`` and ``val_auroc/<class>`` (+ CI bounds) from an AUROC table."""
-    metrics: dict[str, float | None] = {
-        "val_auroc_mean": auroc.get("mean"),
-        "val_auroc_mean_ci_low": auroc.get("mean_ci_low"),
-        "val_auroc_mean_ci_high": auroc.get("mean_ci_high"),
-    }
-    for name, row in auroc["classes"].items():
-        key = metric_key(name)
-        metrics[f"val_auroc/{key}"] = row.get("auroc")
-        metrics[f"val_auroc_ci_low/{key}"] = row.get("ci_low")
-        metrics[f"val_auroc_ci_high/{key}"] = row.get("ci_high")
-    return metrics
-
-
 def _log_evaluation(
     tracker: Tracker,
     run_id: str,
@@ -72,30 +56,30 @@ def _log_evaluation(
     prepared: pipeline.PreparedData,
     evaluated: pipeline.Evaluated,
     analysed: pipeline.Analysed,
-    extra_params: dict[str, str],
+    training_fingerprint: str | None,
 ) -> None:
     """What every embedded model logs: params, evaluation and cluster metrics, artifacts."""
-    tracker.log_params(
-        run_id,
-        {
-            **flatten(config),
-            "fraction": str(prepared.fraction),
-            "seed": str(prepared.seed),
-            "data_fingerprint": prepared.data_fingerprint,
-            "n_train_images": str(prepared.n_train_images),
-            "n_train_patients": str(prepared.n_train_patients),
-            "n_eval_images": str(prepared.n_eval_images),
-            **extra_params,
-        },
+    params = records.embedding_params(
+        flatten(config),
+        prepared.fraction,
+        prepared.seed,
+        prepared.data_fingerprint,
+        prepared.n_train_images,
+        prepared.n_train_patients,
+        prepared.n_eval_images,
+        training_fingerprint,
     )
-    tracker.log_metrics(run_id, {**evaluation_metrics(evaluated.auroc), **analysed.flat_metrics})
+    tracker.log_params(run_id, params)
+    metrics = {**records.evaluation_metrics(evaluated.auroc), **analysed.flat_metrics}
+    tracker.log_metrics(run_id, metrics)
     analysis_dir = Path(analysed.output_dir)
-    tracker.log_artifacts(run_id, Path(evaluated.embeddings_dir), "embeddings")
-    for sub in ("plots", "metrics", "maps"):
+    tracker.log_artifacts(run_id, Path(evaluated.embeddings_dir), records.EMBEDDINGS_DIR)
+    for sub in records.ANALYSIS_DIRS:
         if (analysis_dir / sub).is_dir():
             tracker.log_artifacts(run_id, analysis_dir / sub, sub)
-    tracker.log_text(run_id, json.dumps(evaluated.auroc, indent=2), "metrics/evaluation.json")
-    tracker.log_text(run_id, config_to_yaml(config), "config.yaml")
+    evaluation = json.dumps(evaluated.auroc, indent=2)
+    tracker.log_text(run_id, evaluation, f"{records.METRICS_DIR}/{records.EVALUATION_FILE}")
+    tracker.log_text(run_id, config_to_yaml(config), records.CONFIG_FILE)
 
 
 @task(name="mlflow-log-finetune", **RETRY)
@@ -116,25 +100,22 @@ def log_finetune(
         prepared,
         evaluated,
         analysed,
-        {"training_fingerprint": trained.fingerprint},
+        trained.fingerprint,
     )
     for row in trained.history:
-        numeric = {
-            f"epoch/{k}": v for k, v in row.items() if k != "epoch" and isinstance(v, int | float)
-        }
-        tracker.log_metrics(run_id, numeric, step=int(row.get("epoch", 0)))
-    tracker.log_metrics(run_id, {"best_epoch": trained.best_epoch})
+        tracker.log_metrics(run_id, records.epoch_metrics(row), step=int(row.get("epoch", 0)))
+    tracker.log_metrics(run_id, {records.BEST_EPOCH: trained.best_epoch})
     manifest = prepared.frame("train")[["path", "patient", "study", "view"]]
     tracker.log_training_subset(run_id, manifest, name=f"train-{prepared.data_fingerprint}")
-    tracker.log_artifact(run_id, Path(prepared.directory) / "patients.txt", "data")
+    tracker.log_artifact(run_id, Path(prepared.directory) / "patients.txt", records.DATA_DIR)
     with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / "checkpoints"
+        staged = Path(tmp) / records.CHECKPOINTS_DIR
         staged.mkdir()
-        for name in ("best.pt", "best.json", "last.json"):
+        for name in records.CHECKPOINT_FILES:
             source = Path(trained.checkpoint_dir) / name
             if source.exists():
                 shutil.copy2(source, staged / name)
-        tracker.log_artifacts(run_id, staged, "checkpoints")
+        tracker.log_artifacts(run_id, staged, records.CHECKPOINTS_DIR)
 
 
 @task(name="mlflow-log-reference", **RETRY)
@@ -147,7 +128,7 @@ def log_reference(
     analysed: pipeline.Analysed,
 ) -> None:
     """The initial backbone's evaluation and embeddings: no training, no checkpoint."""
-    _log_evaluation(tracker, run_id, config, prepared, evaluated, analysed, {})
+    _log_evaluation(tracker, run_id, config, prepared, evaluated, analysed, None)
 
 
 @task(name="mlflow-register-model", **RETRY)
@@ -158,9 +139,9 @@ def register_model(
     return tracker.register(
         model_name,
         run_id,
-        "checkpoints",
-        tags={FRACTION_TAG: str(fraction), SEED_TAG: str(seed), "run_id": run_id},
-        alias=model_alias(fraction, seed),
+        records.CHECKPOINTS_DIR,
+        tags=records.model_version_tags(fraction, seed, run_id),
+        alias=records.model_alias(fraction, seed),
     )
 
 
@@ -179,15 +160,34 @@ def flush_metrics(metric_logger: BatchedMetricLogger) -> None:
 @task(name="mlflow-close-abandoned-runs", **RETRY)
 def close_abandoned_runs(tracker: Tracker) -> list[str]:
     """Mark KILLED the RUNNING runs of dead processes on this host; return their ids."""
-    return mlflow_records.close_abandoned_runs(tracker)
+    return run_store.close_abandoned_runs(tracker)
 
 
 @task(name="mlflow-previous-attempts", **RETRY)
 def previous_attempts(tracker: Tracker, training_fingerprint: str) -> list[str]:
     """Close abandoned runs on this host, then list the unfinished runs of this training
     since its last finished one: the attempts that the new run resumes."""
-    mlflow_records.close_abandoned_runs(tracker)
-    return mlflow_records.previous_attempts(tracker, training_fingerprint)
+    run_store.close_abandoned_runs(tracker)
+    return run_store.previous_attempts(tracker, training_fingerprint)
+
+
+@task(name="mlflow-log-config", **RETRY)
+def log_config(tracker: Tracker, run_id: str, config: ChexflowConfig) -> None:
+    """The run's configuration as ``config.yaml``."""
+    tracker.log_text(run_id, config_to_yaml(config), records.CONFIG_FILE)
+
+
+@task(name="mlflow-log-report", **RETRY)
+def log_report(tracker: Tracker, run_id: str, report_dir: str, config: ChexflowConfig) -> None:
+    """A comparison's report files under ``report/``, and its configuration."""
+    tracker.log_artifacts(run_id, Path(report_dir), records.REPORT_DIR)
+    tracker.log_text(run_id, config_to_yaml(config), records.CONFIG_FILE)
+
+
+@task(name="mlflow-run-url", **RETRY)
+def run_url(tracker: Tracker, run_id: str) -> str | None:
+    """The run's page in the MLflow UI (None without a server)."""
+    return tracker.run_url(run_id)
 
 
 @task(name="mlflow-finish-run", **RETRY)

@@ -270,7 +270,7 @@ def test_mlflow_outage_during_logging_loses_no_metric_or_artifact(
     assert mlflow_outage.fired.is_set() and mlflow_outage.restarted.wait(timeout=60)
 
     client = MlflowClient(f"http://{network.HOST}:{mlflow_outage.port}")
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     steps_per_epoch = -(-int(run.data.params["n_train_images"]) // 16)  # batch size 16
     losses = client.get_metric_history(run.info.run_id, "train_loss_step")

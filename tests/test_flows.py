@@ -42,25 +42,25 @@ def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
 
 def test_sweep_records_parent_children_and_contract_layout(swept) -> None:
     _workdir, result, client = swept
-    sweep_run = client.get_run(result["sweep_id"])
+    sweep_run = client.get_run(result.sweep_id)
     assert sweep_run.data.tags["chexflow.kind"] == "sweep"
     assert sweep_run.info.status == "FINISHED"
-    assert [r["fraction"] for r in result["runs"]] == FRACTIONS
-    for child in result["runs"]:
-        run = client.get_run(child["run_id"])
+    assert [r.fraction for r in result.runs] == FRACTIONS
+    for child in result.runs:
+        run = client.get_run(child.run_id)
         tags, metrics = run.data.tags, run.data.metrics
         assert run.info.status == "FINISHED"
         assert run.info.experiment_id == sweep_run.info.experiment_id
-        assert tags["mlflow.parentRunId"] == result["sweep_id"]
+        assert tags["mlflow.parentRunId"] == result.sweep_id
         assert tags["chexflow.kind"] == "finetune"
-        assert tags["chexflow.sweep_id"] == result["sweep_id"]
-        assert float(tags["chexflow.fraction"]) == child["fraction"]
+        assert tags["chexflow.sweep_id"] == result.sweep_id
+        assert float(tags["chexflow.fraction"]) == child.fraction
         assert 0.0 <= metrics["val_auroc_mean"] <= 1.0
         assert {"silhouette", "davies_bouldin"} <= set(metrics)
         for name in EVAL_CLASSES[:5]:
             assert f"val_auroc/{metric_key(name)}" in metrics
         assert any(key.startswith("silhouette/") for key in metrics)
-        files = _artifacts(client, child["run_id"])
+        files = _artifacts(client, child.run_id)
         for expected in (
             "embeddings/features.npy",
             "embeddings/index.csv",
@@ -76,32 +76,32 @@ def test_sweep_records_parent_children_and_contract_layout(swept) -> None:
 
 def test_every_child_is_a_registered_version_with_alias(swept) -> None:
     _workdir, result, client = swept
-    for child in result["runs"]:
-        version = client.get_model_version("chexpert-finetune", child["model_version"])
-        assert version.run_id == child["run_id"]
-        assert version.tags["chexflow.fraction"] == str(child["fraction"])
-        pct = f"{child['fraction'] * 100:g}".replace(".", "_")
+    for child in result.runs:
+        version = client.get_model_version("chexpert-finetune", child.model_version)
+        assert version.run_id == child.run_id
+        assert version.tags["chexflow.fraction"] == str(child.fraction)
+        pct = f"{child.fraction * 100:g}".replace(".", "_")
         alias = client.get_model_version_by_alias("chexpert-finetune", f"frac-{pct}pct-seed0")
         assert alias.version == version.version
 
 
 def test_initial_backbone_reference_is_logged_and_compared(swept) -> None:
     _workdir, result, client = swept
-    reference = client.get_run(result["reference"]["run_id"])
+    reference = client.get_run(result.reference.run_id)
     assert reference.data.tags["chexflow.kind"] == "reference"
-    assert reference.data.tags["mlflow.parentRunId"] == result["sweep_id"]
+    assert reference.data.tags["mlflow.parentRunId"] == result.sweep_id
     assert float(reference.data.tags["chexflow.fraction"]) == 0.0
     assert "embeddings/features.npy" in _artifacts(client, reference.info.run_id)
-    assert result["reference"]["run_id"] in result["comparison"]["runs"]
+    assert result.reference.run_id in result.comparison.runs
 
 
 def test_comparison_run_holds_the_report(swept) -> None:
     _workdir, result, client = swept
-    comparison = client.get_run(result["comparison"]["run_id"])
+    comparison = client.get_run(result.comparison.run_id)
     assert comparison.data.tags["chexflow.kind"] == "comparison"
     files = _artifacts(client, comparison.info.run_id)
     assert {"report/report.md", "report/report.html", "report/comparison.json"} <= files
-    html = Path(result["comparison"]["html"]).read_text()
+    html = Path(result.comparison.html).read_text()
     assert "data:image/png;base64," in html
 
 
@@ -112,9 +112,9 @@ def test_rerunning_the_sweep_reuses_training(swept, tiny_dataset, tiny_config) -
     checkpoints = sorted((workdir / "checkpoints").glob("*/best.pt"))
     before = {p: p.stat().st_mtime_ns for p in checkpoints}
     again = sweep(str(tiny_dataset), FRACTIONS, [0], tiny_config, str(workdir), run_compare=False)
-    assert all(run["reused_training"] for run in again["runs"])
+    assert all(run.reused_training for run in again.runs)
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == before
-    assert {r["run_id"] for r in again["runs"]}.isdisjoint({r["run_id"] for r in first["runs"]})
+    assert {r.run_id for r in again.runs}.isdisjoint({r.run_id for r in first.runs})
 
 
 def test_compare_needs_only_mlflow(swept, tiny_config) -> None:
@@ -123,5 +123,5 @@ def test_compare_needs_only_mlflow(swept, tiny_config) -> None:
     workdir, result, _client = swept
     for local in ("outputs", "checkpoints", "prepared", "cache", "comparisons"):
         shutil.rmtree(workdir / local, ignore_errors=True)
-    report = compare(sweep_id=result["sweep_id"], config=tiny_config, workdir=str(workdir))
-    assert len(report["runs"]) == len(FRACTIONS) + 1  # the fractions and the 0% reference
+    report = compare(sweep_id=result.sweep_id, config=tiny_config, workdir=str(workdir))
+    assert len(report.runs) == len(FRACTIONS) + 1  # the fractions and the 0% reference

@@ -1,0 +1,307 @@
+"""The MLflow run record: the one place that names what a chexflow run writes and reads.
+
+Tag names, metric keys, params, artifact paths, the registered model and its aliases, and
+the text forms of a label fraction live here. The tasks (``tasks/tracking.py``) write a run
+with the builders below; the comparison (``chexflow/comparison.py``) and the benchmarks read
+it back with ``read_run_tags``. DESIGN.md describes the layout; ``tests/test_records.py``
+pins it.
+
+A fraction has two text forms: ``fraction_text`` (``0.01`` -> ``"0.01"``) in tags and params,
+where it is read back as a number, and ``fraction_label`` (``0.01`` -> ``"1pct"``) in run
+names and registry aliases; ``fraction_percent`` (``"1%"``) is the one for people (reports).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from chexflow.data.labels import metric_key
+
+RunKind = Literal["finetune", "reference", "sweep", "comparison"]
+COMPARED_KINDS: tuple[RunKind, ...] = ("finetune", "reference")
+
+# --- tags -------------------------------------------------------------------------------------
+KIND_TAG = "chexflow.kind"
+FRACTION_TAG = "chexflow.fraction"
+SEED_TAG = "chexflow.seed"
+MODEL_TAG = "chexflow.model"
+SWEEP_TAG = "chexflow.sweep_id"
+PARENT_TAG = "mlflow.parentRunId"
+FAILURE_TAG = "chexflow.failure"
+EVAL_DIGEST_TAG = "chexflow.eval_digest"
+PREFECT_RUN_TAG = "prefect.flow_run_id"
+TRAINING_FP_TAG = "chexflow.training_fingerprint"
+PREVIOUS_ATTEMPTS_TAG = "chexflow.previous_attempts"
+REUSED_TRAINING_TAG = "chexflow.reused_training"
+RESUMED_FROM_EPOCH_TAG = "chexflow.resumed_from_epoch"
+COMPARED_RUNS_TAG = "chexflow.compared_runs"
+FRACTIONS_TAG = "chexflow.fractions"
+SEEDS_TAG = "chexflow.seeds"
+HOST_TAG = "chexflow.host"
+PROCESS_TAG = "chexflow.process"
+NAMESPACE_TAG = "chexflow.pid_namespace"
+VERSION_RUN_TAG = "run_id"  # on a registered model version: the run it came from
+MAX_FAILURE_LENGTH = 5000
+
+# --- metric keys ------------------------------------------------------------------------------
+MEAN_AUROC = "val_auroc_mean"
+MEAN_AUROC_CI_LOW = "val_auroc_mean_ci_low"
+MEAN_AUROC_CI_HIGH = "val_auroc_mean_ci_high"
+TRAIN_LOSS_STEP = "train_loss_step"
+LEARNING_RATE = "lr"
+BEST_EPOCH = "best_epoch"
+
+# --- artifact paths (relative to the run's artifact root) -------------------------------------
+EMBEDDINGS_DIR = "embeddings"
+METRICS_DIR = "metrics"
+MAPS_DIR = "maps"
+PLOTS_DIR = "plots"
+CHECKPOINTS_DIR = "checkpoints"
+DATA_DIR = "data"
+REPORT_DIR = "report"
+EVALUATION_FILE = "evaluation.json"  # in METRICS_DIR
+CLUSTER_METRICS_FILE = "cluster_metrics.json"  # in METRICS_DIR
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILES = ("best.pt", "best.json", "last.json")
+ANALYSIS_DIRS = (PLOTS_DIR, METRICS_DIR, MAPS_DIR)  # logged from the analysis output
+COMPARED_ARTIFACTS = (METRICS_DIR, EMBEDDINGS_DIR, MAPS_DIR)  # what a comparison downloads
+
+# --- registry ---------------------------------------------------------------------------------
+DEFAULT_REGISTERED_MODEL = "chexpert-finetune"
+
+
+def fraction_text(fraction: float) -> str:
+    """The fraction as tags and params hold it: ``0.01 -> '0.01'``, ``0 -> '0.0'``."""
+    return str(float(fraction))
+
+
+def fraction_label(fraction: float) -> str:
+    """``0.01 -> '1pct'``, ``0.005 -> '0.5pct'``: run names and aliases."""
+    text = f"{fraction * 100:.4f}".rstrip("0").rstrip(".")
+    return f"{text}pct"
+
+
+def fraction_percent(fraction: float) -> str:
+    """``0.01 -> '1%'``: the fraction as a report shows it."""
+    return f"{fraction * 100:g}%"
+
+
+def model_alias(fraction: float, seed: int) -> str:
+    """Registry alias of a fine-tuned version: ``frac-<pct>pct-seed<seed>``, a decimal point
+    written as ``_`` (aliases allow no dots): ``frac-1pct-seed0``, ``frac-0_5pct-seed2``."""
+    return f"frac-{fraction_label(fraction).replace('.', '_')}-seed{seed}"
+
+
+def finetune_run_name(fraction: float, seed: int) -> str:
+    """``finetune-1pct-seed0``."""
+    return f"finetune-{fraction_label(fraction)}-seed{seed}"
+
+
+REFERENCE_RUN_NAME = "reference-initial-backbone"
+
+
+def sweep_run_name(fractions: Sequence[float]) -> str:
+    """``sweep-0.01-0.1``: the fractions in the order given."""
+    return "sweep-" + "-".join(f"{f:g}" for f in fractions)
+
+
+def class_auroc_key(name: str) -> str:
+    """``val_auroc/<class>``, the class name made a metric key (``Pleural Effusion`` ->
+    ``pleural_effusion``)."""
+    return f"val_auroc/{metric_key(name)}"
+
+
+def class_ci_low_key(name: str) -> str:
+    """``val_auroc_ci_low/<class>``."""
+    return f"val_auroc_ci_low/{metric_key(name)}"
+
+
+def class_ci_high_key(name: str) -> str:
+    """``val_auroc_ci_high/<class>``."""
+    return f"val_auroc_ci_high/{metric_key(name)}"
+
+
+def epoch_key(name: str) -> str:
+    """A training-history value logged per epoch: ``epoch/<name>`` (step = epoch)."""
+    return f"epoch/{name}"
+
+
+def evaluation_metrics(auroc: Mapping[str, Any]) -> dict[str, float | None]:
+    """The evaluation metrics of a run from an AUROC table (``chexflow.evaluation``):
+    ``val_auroc_mean`` (+ ``_ci_low``/``_ci_high``) and per class ``val_auroc/<class>``,
+    ``val_auroc_ci_low/<class>``, ``val_auroc_ci_high/<class>``. ``None`` = undefined."""
+    metrics: dict[str, float | None] = {
+        MEAN_AUROC: auroc.get("mean"),
+        MEAN_AUROC_CI_LOW: auroc.get("mean_ci_low"),
+        MEAN_AUROC_CI_HIGH: auroc.get("mean_ci_high"),
+    }
+    for name, row in auroc["classes"].items():
+        metrics[class_auroc_key(name)] = row.get("auroc")
+        metrics[class_ci_low_key(name)] = row.get("ci_low")
+        metrics[class_ci_high_key(name)] = row.get("ci_high")
+    return metrics
+
+
+def epoch_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """One training-history row as ``epoch/<name>`` metrics (numbers only, not ``epoch``)."""
+    return {epoch_key(k): v for k, v in row.items() if k != "epoch" and isinstance(v, int | float)}
+
+
+def embedding_params(
+    config_params: Mapping[str, str],
+    fraction: float,
+    seed: int,
+    data_fingerprint: str,
+    n_train_images: int,
+    n_train_patients: int,
+    n_eval_images: int,
+    training_fingerprint: str | None = None,
+) -> dict[str, str]:
+    """The params of a run that embedded the evaluation set: the flattened configuration,
+    the fraction and seed, the data's fingerprint and sizes (and the training's)."""
+    params = {
+        **config_params,
+        "fraction": str(fraction),
+        "seed": str(seed),
+        "data_fingerprint": data_fingerprint,
+        "n_train_images": str(n_train_images),
+        "n_train_patients": str(n_train_patients),
+        "n_eval_images": str(n_eval_images),
+    }
+    if training_fingerprint is not None:
+        params["training_fingerprint"] = training_fingerprint
+    return params
+
+
+# --- writing: the tags of each run kind -------------------------------------------------------
+
+
+def finetune_tags(
+    fraction: float,
+    seed: int,
+    model: str,
+    eval_digest: str,
+    prefect_run_id: str,
+    training_fingerprint: str,
+    sweep_id: str | None = None,
+    previous_attempts: Sequence[str] = (),
+) -> dict[str, str]:
+    """Tags a fine-tune run starts with (``chexflow.kind`` is added by ``Tracker.start_run``).
+
+    ``previous_attempts``: killed or failed runs of the same training that this one resumes.
+    """
+    tags = {
+        FRACTION_TAG: fraction_text(fraction),
+        SEED_TAG: str(seed),
+        EVAL_DIGEST_TAG: eval_digest,
+        PREFECT_RUN_TAG: prefect_run_id,
+        TRAINING_FP_TAG: training_fingerprint,
+        MODEL_TAG: model,
+    }
+    if sweep_id:
+        tags[SWEEP_TAG] = sweep_id
+    if previous_attempts:
+        tags[PREVIOUS_ATTEMPTS_TAG] = ",".join(previous_attempts)
+    return tags
+
+
+def training_outcome_tags(reused: bool, resumed_from_epoch: int | None) -> dict[str, str]:
+    """Whether the training was reused from the cache, and the epoch it resumed from."""
+    tags = {REUSED_TRAINING_TAG: str(reused).lower()}
+    if resumed_from_epoch is not None and not reused:
+        tags[RESUMED_FROM_EPOCH_TAG] = str(resumed_from_epoch)
+    return tags
+
+
+def reference_tags(
+    model: str, eval_digest: str, prefect_run_id: str, sweep_id: str | None = None
+) -> dict[str, str]:
+    """Tags of the initial backbone's run: fraction 0, seed 0."""
+    tags = {
+        FRACTION_TAG: fraction_text(0.0),
+        SEED_TAG: "0",
+        EVAL_DIGEST_TAG: eval_digest,
+        PREFECT_RUN_TAG: prefect_run_id,
+        MODEL_TAG: model,
+    }
+    if sweep_id:
+        tags[SWEEP_TAG] = sweep_id
+    return tags
+
+
+def sweep_tags(
+    prefect_run_id: str, fractions: Sequence[float], seeds: Sequence[int]
+) -> dict[str, str]:
+    """Tags of a sweep's parent run: the grid it runs."""
+    return {
+        PREFECT_RUN_TAG: prefect_run_id,
+        FRACTIONS_TAG: ",".join(map(str, fractions)),
+        SEEDS_TAG: ",".join(map(str, seeds)),
+    }
+
+
+def comparison_tags(
+    prefect_run_id: str, compared_runs: Sequence[str], sweep_id: str | None = None
+) -> dict[str, str]:
+    """Tags of a comparison run: the runs it compared (and their sweep)."""
+    tags = {PREFECT_RUN_TAG: prefect_run_id, COMPARED_RUNS_TAG: ",".join(compared_runs)}
+    if sweep_id:
+        tags[SWEEP_TAG] = sweep_id
+    return tags
+
+
+def model_version_tags(fraction: float, seed: int, run_id: str) -> dict[str, str]:
+    """Tags of a registered model version."""
+    return {FRACTION_TAG: fraction_text(fraction), SEED_TAG: str(seed), VERSION_RUN_TAG: run_id}
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTags:
+    """A run's chexflow tags, typed. ``None`` where the run has no such tag."""
+
+    kind: str | None
+    fraction: float | None
+    seed: int | None
+    model: str | None
+    eval_digest: str | None
+    sweep_id: str | None
+    parent_run_id: str | None
+    training_fingerprint: str | None
+    previous_attempts: tuple[str, ...]
+    reused_training: bool | None
+    failure: str | None
+
+    @property
+    def is_compared(self) -> bool:
+        """A fine-tune or reference run: what a comparison takes."""
+        return self.kind in COMPARED_KINDS
+
+
+def read_run_tags(tags: Mapping[str, str]) -> RunTags:
+    """Parse a run's tags (``run.data.tags``) back into a ``RunTags``."""
+
+    def number(key: str, kind: type) -> Any:
+        text = tags.get(key)
+        return None if text is None else kind(text)
+
+    fraction = number(FRACTION_TAG, float)
+    reused = tags.get(REUSED_TRAINING_TAG)
+    attempts = tags.get(PREVIOUS_ATTEMPTS_TAG, "")
+    return RunTags(
+        kind=tags.get(KIND_TAG),
+        fraction=fraction,
+        seed=number(SEED_TAG, int),
+        model=tags.get(MODEL_TAG),
+        eval_digest=tags.get(EVAL_DIGEST_TAG),
+        sweep_id=tags.get(SWEEP_TAG),
+        parent_run_id=tags.get(PARENT_TAG),
+        training_fingerprint=tags.get(TRAINING_FP_TAG),
+        previous_attempts=tuple(a for a in attempts.split(",") if a),
+        reused_training=None if reused is None else reused == "true",
+        failure=tags.get(FAILURE_TAG),
+    )
