@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from chexflow.files import atomic_file, atomic_write_json
 
 log = logging.getLogger("chexflow.train")
 
@@ -37,44 +37,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def atomic_torch_save(obj: Any, path: Path) -> str:
-    """`torch.save` into a temporary file beside `path`, then rename; returns the sha256."""
-    tmp = _tmp_path(path)
-    try:
-        with tmp.open("wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        digest = sha256_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return digest
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities → None, recursively, so the JSON is standard."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def atomic_write_json(data: Mapping[str, Any], path: Path) -> None:
-    """Write JSON into a temporary file beside `path`, then rename."""
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_text(json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """`torch.save` into a temporary file beside `path`, synced, then renamed; returns the
+    file's sha256."""
+    with atomic_file(path, fsync=True) as handle:
+        torch.save(obj, handle)
+    return sha256_file(path)
 
 
 def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -128,7 +96,8 @@ def save_checkpoint(
     """Write `name` (.pt) atomically, then its `.json` metadata with the file's sha256."""
     path = directory / name
     digest = atomic_torch_save(dict(payload), path)
-    atomic_write_json({**meta, "file": name, "sha256": digest}, path.with_suffix(".json"))
+    info = {**meta, "file": name, "sha256": digest}
+    atomic_write_json(path.with_suffix(".json"), info, indent=2, sort_keys=True)
     return path
 
 

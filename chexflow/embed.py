@@ -8,10 +8,7 @@ row: `path`, `patient`, `view`, `positives` as `A|B`, `exclusive` or empty) and
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +19,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from chexflow.checkpoints import json_safe
 from chexflow.errors import DataError
 from chexflow.evaluation import autocast, eval_mode, to_device
+from chexflow.files import json_safe, staged_directory
 
 FEATURES = "features.npy"
 INDEX = "index.csv"
@@ -143,25 +140,10 @@ def save_embeddings(
     frame = index_frame(table)
     n, dim = features.shape
     info = {**meta, "n": int(n), "dim": int(dim), "dtype": np.dtype(DTYPE).name}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as tmp:
         np.save(tmp / FEATURES, np.ascontiguousarray(features, dtype=DTYPE), allow_pickle=False)
         frame.to_csv(tmp / INDEX, index=False)
         (tmp / META).write_text(json.dumps(json_safe(info), indent=2, default=str) + "\n")
-        _swap_in(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.replace(target, old / target.name)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _require(path: Path) -> Path:

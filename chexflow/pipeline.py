@@ -8,7 +8,6 @@ on its own. No Prefect and no MLflow here: ``tasks/`` and ``tracking.py`` add th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ from chexflow.data.fractions import fraction_frame, sample_patients
 from chexflow.data.labels import EVAL_CLASSES, OBSERVATIONS, column_of
 from chexflow.data.splits import eval_digest, make_splits
 from chexflow.errors import ChexflowError, ConfigError, DataError
+from chexflow.files import staged_directory
 
 FRAMES = ("train", "val", "eval")
 # Checkpoints, MLflow artifacts and databases of a run, besides its image cache.
@@ -91,19 +91,13 @@ class Analysed(BaseModel):
 
 
 def _write_atomically(directory: Path, files: dict[str, str]) -> None:
-    """Write text files into ``directory`` via a sibling temp dir and one rename."""
+    """Write text files into ``directory`` in one rename; a directory that exists (written
+    by an earlier or a concurrent run of the same data) is kept."""
     if directory.exists():
         return
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with staged_directory(directory, replace=False) as staged:
         for name, text in files.items():
-            (tmp / name).write_text(text)
-        os.replace(tmp, directory)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not directory.exists():
-            raise
+            (staged / name).write_text(text)
 
 
 def prepare_data(
@@ -201,11 +195,15 @@ def image_bytes(n_images: int, image_size: int) -> int:
     return n_images * image_size * image_size
 
 
+_MODEL_INPUTS_PASSED: set[tuple[str, int]] = set()
+
+
 def check_model_input(model_cfg: ModelConfig, image_size: int) -> None:
     """Refuse, before any run starts, a model timm does not know or an input it cannot take.
 
     Builds the architecture with random weights (no download, no checkpoint read) and
-    passes one blank image of ``image_size`` through it.
+    passes one blank image of ``image_size`` through it. A model and size that passed are
+    remembered for the process, so the entry points (CLI, flow, subflows) build it once.
 
     Raises:
         ConfigError: unknown ``model.name``, missing ``model.init_checkpoint``, or an image
@@ -218,6 +216,9 @@ def check_model_input(model_cfg: ModelConfig, image_size: int) -> None:
     checkpoint = model_cfg.init_checkpoint
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ConfigError(f"model.init_checkpoint: {checkpoint} does not exist")
+    key = (model_cfg.model_dump_json(), image_size)
+    if key in _MODEL_INPUTS_PASSED:
+        return
     bare = model_cfg.model_copy(update={"pretrained": False, "init_checkpoint": None})
     model = create_model(bare).eval()
     try:
@@ -229,6 +230,7 @@ def check_model_input(model_cfg: ModelConfig, image_size: int) -> None:
             f"data.image_size={image_size} does not fit model.name={model_cfg.name} ({reason}); "
             "use a larger image size or another model"
         ) from None
+    _MODEL_INPUTS_PASSED.add(key)
 
 
 def image_cache_dir(cfg: DataConfig, workdir: Path) -> Path:
@@ -365,7 +367,12 @@ def evaluate_and_embed(
     # training policy, and resamples patients (docs/METRICS.md).
     targets, mask, _ = certain_labels(label_values(frame, classes))
     auroc = auroc_table(
-        probs, targets, mask, classes, train_cfg.bootstrap, seed=prepared.seed,
+        probs,
+        targets,
+        mask,
+        classes,
+        train_cfg.bootstrap,
+        seed=prepared.seed,
         patients=frame["patient"].tolist(),
     )
     values = label_values(frame, EVAL_CLASSES)

@@ -7,6 +7,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from chexflow.files import atomic_write_text
 from deployments.stack.credentials import write_private
 from deployments.stack.processes import Service
 
@@ -45,10 +46,8 @@ class StackState:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.chmod(0o600)  # holds database passwords
-        tmp.replace(path)
+        # mode 600: it holds database passwords
+        atomic_write_text(path, json.dumps(asdict(self), indent=2), mode=0o600)
 
     @classmethod
     def load(cls, path: Path) -> StackState | None:

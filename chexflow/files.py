@@ -1,0 +1,104 @@
+"""Atomic writes and standard JSON: the one home of both.
+
+A reader never sees a half-written file or directory: everything is written beside its
+target under a temporary name, then renamed over it (``os.replace`` is atomic on one file
+system). JSON is written standard (no ``NaN``/``Infinity``): ``json_safe`` turns
+non-finite floats into ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities → None, recursively (mappings get string keys), so the JSON is
+    standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@contextmanager
+def atomic_file(path: Path, mode: int | None = None, fsync: bool = False) -> Iterator[IO[bytes]]:
+    """A binary handle on a temporary file beside ``path``, renamed to ``path`` when the
+    block ends without error (removed otherwise).
+
+    Args:
+        path: the file to (re)place.
+        mode: permission bits set before the rename (e.g. ``0o600`` for secrets).
+        fsync: flush to disk before the rename (checkpoints: survive a power cut).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        # created with its final mode: a secret is never readable by others, not even empty
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically."""
+    with atomic_file(path, mode) as handle:
+        handle.write(text.encode())
+
+
+def atomic_write_json(path: Path, data: Any, mode: int | None = None, **dumps: Any) -> None:
+    """Replace ``path`` with ``data`` as standard JSON (``json_safe``), atomically.
+    ``dumps`` go to ``json.dumps`` (``indent``, ``sort_keys``, ``default``)."""
+    atomic_write_text(path, json.dumps(json_safe(data), **dumps) + "\n", mode)
+
+
+@contextmanager
+def staged_directory(target: Path, replace: bool = True) -> Iterator[Path]:
+    """A temporary directory beside ``target`` to fill; published as ``target`` in one
+    rename when the block ends without error, and removed otherwise.
+
+    With ``replace`` an existing ``target`` is swapped out (moved aside, then deleted);
+    without it the first writer wins: an existing ``target`` (e.g. written meanwhile by a
+    concurrent process) is kept and the staged copy dropped.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staged
+        _publish(staged, target, replace)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _publish(staged: Path, target: Path, replace: bool) -> None:
+    if not target.exists():
+        try:
+            os.replace(staged, target)
+            return
+        except OSError:
+            if not target.exists():
+                raise
+    if not replace:
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    os.replace(target, old / target.name)
+    os.replace(staged, target)
+    shutil.rmtree(old, ignore_errors=True)
