@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -17,11 +18,23 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
-def test_data_summary_json_is_stable(tiny_dataset: Path) -> None:
+def test_data_summary_json_counts_the_dataset(tiny_dataset: Path) -> None:
     result = invoke("data", "summary", "--data", str(tiny_dataset), "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["schema"] == "chexflow.data-summary/1"
+    train = pd.read_csv(tiny_dataset / "train.csv")
+    patients = train["Path"].str.extract(r"(patient\d+)")[0]
+    assert summary["splits"]["train"]["images"] == len(train)
+    assert summary["splits"]["train"]["patients"] == patients.nunique()
+    holdout = summary["holdout"]
+    parts = [holdout[part]["patients"] for part in ("eval", "val", "pool")]
+    assert sum(parts) == patients.nunique(), "the three parts partition the patients"
+    frontal = train[train["Frontal/Lateral"] == "Frontal"]  # labels count the filtered views
+    edema = summary["labels"]["train"]["Edema"]
+    assert edema["positive"] == int((frontal["Edema"] == 1).sum())
+    assert edema["uncertain"] == int((frontal["Edema"] == -1).sum())
+    assert [f["fraction"] for f in summary["fractions"]] == [0.01, 0.1]
 
 
 def test_data_summary_table(tiny_dataset: Path) -> None:

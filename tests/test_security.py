@@ -193,18 +193,14 @@ def test_the_flow_refuses_a_tampered_cache_record(
 # --- servers on loopback ----------------------------------------------------------------------
 
 
-def test_every_server_binds_to_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_server_binds_to_loopback(tmp_path: Path) -> None:
     settings = stack.StackSettings(tmp_path, prefect_port=4200, mlflow_port=5000, auth=True)
     for command in (commands.prefect_server_command(settings),
                     commands.mlflow_server_command(settings, "sqlite:///x.db")):  # fmt: skip
         assert command[command.index("--host") + 1] == "127.0.0.1"
     assert all("//127.0.0.1:" in url for url in commands.client_env(settings).values())
-    started: list[list[str]] = []
-    monkeypatch.setattr(postgres, "init_postgres", lambda d: (d / "data", "pw", None))
-    monkeypatch.setattr(postgres, "postgres_bin", lambda: Path("/pg/bin"))
-    monkeypatch.setattr(postgres, "spawn", lambda name, command, *a, **k: started.append(command))
-    postgres.start_postgres(settings, {})
-    (command,) = started
+    command = postgres.postgres_command(Path("/pg/bin"), tmp_path / "data", 5433)
+    assert command[0] == "/pg/bin/postgres"
     assert command[command.index("-h") + 1] == "127.0.0.1"
     assert command[command.index("-k") + 1] == "", "no Unix socket either"
 

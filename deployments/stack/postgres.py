@@ -125,21 +125,16 @@ def init_postgres(directory: Path) -> tuple[Path, str, str | None]:
     return data, password, user
 
 
+def postgres_command(bin_dir: Path, data: Path, port: int) -> list[str]:
+    """The server's command line: TCP on loopback only, and no Unix socket (``-k ""``)."""
+    return [str(bin_dir / "postgres"), "-D", str(data), "-h", HOST, "-p", str(port), "-k", ""]
+
+
 def start_postgres(settings: StackSettings, env: dict[str, str]) -> tuple[Service, str]:
     """A PostgreSQL server on loopback only (no Unix socket); returns it and its base URL."""
     directory = settings.directory / "postgres"
     data, password, user = init_postgres(directory)
-    command = [
-        str(postgres_bin() / "postgres"),
-        "-D",
-        str(data),
-        "-h",
-        HOST,
-        "-p",
-        str(settings.pg_port),
-        "-k",
-        "",
-    ]
+    command = postgres_command(postgres_bin(), data, settings.pg_port)
     log = directory / "postgres.log"
     if user:
         log.touch()
