@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from chexflow.errors import ChexflowError
 from chexflow.files import atomic_file, atomic_write_json
 
 log = logging.getLogger("chexflow.train")
@@ -101,20 +102,64 @@ def save_checkpoint(
     return path
 
 
+def digest_problem(path: Path) -> str | None:
+    """Why the checkpoint `path` cannot be trusted, or None when it matches its `.json`.
+
+    A checkpoint is trusted only when its sha256 equals the one `save_checkpoint` recorded
+    beside it: a damaged, truncated or replaced file (or a missing `.json`) is not.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return f"{path} does not exist"
+    meta_path = path.with_suffix(".json")
+    try:
+        recorded = json.loads(meta_path.read_text()).get("sha256")
+    except FileNotFoundError:
+        return f"{path} has no {meta_path.name} recording its sha256"
+    except (OSError, ValueError, AttributeError):
+        return f"{meta_path} is unreadable"
+    if recorded != sha256_file(path):
+        return f"{path} does not match the sha256 recorded in {meta_path.name} (damaged?)"
+    return None
+
+
+def load_best(path: Path) -> dict[str, torch.Tensor]:
+    """The model state dict of a `best.pt`, after checking its recorded sha256.
+
+    Raises:
+        ChexflowError: the file does not match its digest or is not a state dict; the
+            message says to retrain (rerun with ``--force``).
+    """
+    problem = digest_problem(Path(path))
+    if problem is None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # digest matched but unreadable: written by something else
+            problem = f"{path} is unreadable ({type(exc).__name__})"
+        else:
+            if isinstance(state, dict) and isinstance(state.get("model"), dict):
+                state = state["model"]
+            if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+                return state
+            problem = f"{path} is not a model state dict"
+    raise ChexflowError(f"checkpoint {problem}; retrain it (rerun with --force)")
+
+
 def load_last(directory: Path) -> dict[str, Any] | None:
-    """The resumable state in `directory/last.pt`, or None when absent or unusable."""
+    """The resumable state in `directory/last.pt`, or None when absent or unusable.
+
+    Unusable includes a file that does not match its recorded sha256 (`digest_problem`):
+    training then starts over rather than resume from damaged state. (A crash between
+    the two atomic renames of `save_checkpoint` also leaves a mismatch; that case, a
+    window of milliseconds per epoch, costs a restart too.)
+    """
     path = directory / LAST
     if not path.is_file():
         return None
-    meta_path = path.with_suffix(".json")
-    if meta_path.is_file():
-        try:
-            recorded = json.loads(meta_path.read_text()).get("sha256")
-        except (OSError, ValueError):
-            recorded = None
-        if recorded != sha256_file(path):
-            # Both files are replaced atomically; a crash between the two leaves the newer .pt.
-            log.warning("%s does not match %s; using the .pt file", meta_path, path.name)
+    problem = digest_problem(path)
+    if problem is not None:
+        log.warning("%s; training from scratch", problem)
+        return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file means: start over, never crash on it

@@ -504,7 +504,9 @@ def fit(
 
     The best epoch is the one with the highest validation mean AUROC. With `resume`, a
     complete `checkpoint_dir/last.pt` of the same run is continued and the final weights
-    equal those of an uninterrupted run; a finished run returns at once.
+    equal those of an uninterrupted run; a finished run returns at once. A `last.pt` or
+    `best.pt` that does not match the sha256 recorded beside it is not trusted: training
+    starts over (`checkpoints.digest_problem`). `resume=False` always starts over.
     `stop_after_epoch` ends this call after that epoch (the run stays resumable).
 
     History rows hold `epoch`, `train_loss`, `val_loss`, `val_auroc_mean`,
@@ -529,6 +531,12 @@ def fit(
 
     state, resumed_from = _Progress(), None
     saved = checkpoints.load_last(checkpoint_dir) if resume else None
+    if saved is not None and int(saved.get("best_epoch", 0)) > 0:
+        # The best epoch's weights live only in best.pt: damaged, they cannot be resumed.
+        problem = checkpoints.digest_problem(checkpoint_dir / checkpoints.BEST)
+        if problem is not None:
+            log.warning("%s; training from scratch", problem)
+            saved = None
     if saved is not None:
         _check_same_run(saved, signature, checkpoint_dir)
         state = _restore(saved, step_fn)

@@ -12,11 +12,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from chexflow import checkpoints
 from chexflow.checkpoints import sha256_file
 from chexflow.config import ModelConfig, TrainConfig
 from chexflow.data.dataset import make_loader
 from chexflow.data.labels import PATHOLOGIES
-from chexflow.errors import ConfigError, DataError
+from chexflow.errors import ChexflowError, ConfigError, DataError
 from chexflow.models import create_model
 from chexflow.train import (
     Callback,
@@ -311,3 +312,46 @@ def test_a_single_training_image_is_a_one_line_data_error(tmp_path: Path) -> Non
     with pytest.raises(DataError, match="use more training images") as raised:
         fit(tiny_model(), train, val, train_cfg(epochs=1), PATHOLOGIES, tmp_path, seed=0)
     assert "\n" not in str(raised.value)
+
+
+# --- issue 16: checkpoint digests are checked wherever a checkpoint is read ---------------------
+
+
+def _damage(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("victim", ["best.pt", "last.pt"])
+def test_a_damaged_checkpoint_of_a_finished_training_is_retrained(
+    tmp_path: Path, victim: str
+) -> None:
+    # Before: the finished run returned at once with its damaged best.pt, and evaluation
+    # crashed on it with a raw RuntimeError on every rerun.
+    straight, _ = run(tmp_path / "straight")
+    run(tmp_path / "damaged")
+    _damage(tmp_path / "damaged" / victim)
+    recorder = Recorder()
+    model, result = run(tmp_path / "damaged", callbacks=[recorder])
+    assert result.resumed_from_epoch is None and len(recorder.epochs) == 2  # trained again
+    for name in ("best.pt", "last.pt"):
+        assert checkpoints.digest_problem(tmp_path / "damaged" / name) is None
+    assert_same_weights(straight, model)
+
+
+def test_load_best_checks_the_recorded_digest(tmp_path: Path) -> None:
+    _, result = run(tmp_path)
+    state = checkpoints.load_best(result.best_checkpoint)
+    fresh = tiny_model(drop_rate=0.2)
+    fresh.load_state_dict(state)
+    _damage(result.best_checkpoint)
+    with pytest.raises(ChexflowError) as raised:
+        checkpoints.load_best(result.best_checkpoint)
+    assert str(raised.value) == (
+        f"checkpoint {result.best_checkpoint} does not match the sha256 recorded in best.json "
+        "(damaged?); retrain it (rerun with --force)"
+    )
+    (tmp_path / "best.json").unlink()
+    with pytest.raises(ChexflowError, match=r"has no best\.json recording its sha256"):
+        checkpoints.load_best(result.best_checkpoint)
