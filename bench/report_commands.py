@@ -45,17 +45,22 @@ def commands_tables(doc: dict[str, Any]) -> list[str]:
     sweep = results.get("sweep", {})
     if sweep:
         lines += [
-            "| whole process (median s) | start to exit | start to first step |",
-            "|---|---|---|",
+            "| whole process (medians) | start to exit, s | CPU, s | start to first step, s |",
+            "|---|---|---|---|",
         ]
+        before = results.get("before_commit")
         for key, label in (
             ("plain", "`python -m bench.plain_sweep`"),
             ("warm", "`chexflow sweep`, warm PREFECT_HOME"),
             ("cold", "`chexflow sweep`, cold PREFECT_HOME"),
+            ("before_warm", f"`chexflow sweep` at {before}, warm PREFECT_HOME"),
+            ("before_cold", f"`chexflow sweep` at {before}, cold PREFECT_HOME"),
         ):
-            row = sweep.get(key, {})
+            row = sweep.get(key)
+            if row is None:
+                continue
             lines.append(
-                f"| {label} | {_s(_get(row, 's', 'median'))} "
+                f"| {label} | {_s(_get(row, 's', 'median'))} | {_s(_get(row, 'cpu_s', 'median'))} "
                 f"| {_s(_get(row, 'first_step_s', 'median'))} |"
             )
         lines.append("")

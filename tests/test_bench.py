@@ -186,17 +186,19 @@ def test_command_breakdown_parsers() -> None:
     stderr = "\n".join(
         [
             "import time: self [us] | cumulative | imported package",
-            "import time:       100 |       2000000 | torch",
-            "import time:        50 |          5000 |   torch._C",
-            "import time:        10 |        500000 | prefect.server",
-            "import time:        10 |        250000 | prefect",
+            "import time:    500000 |        500000 |     numpy",
+            "import time:   1500000 |       2000000 |   torch._C",
+            "import time:    250000 |       2250000 | torch",
+            "import time:    500000 |        500000 |   prefect.server",
+            "import time:    250000 |        750000 | prefect",
             "PROBE first-step",
-            "import time:        10 |       9000000 | sklearn",
+            "import time:   9000000 |       9000000 | sklearn",
         ]
     )
     imports = import_breakdown(stderr)
-    assert imports["total_s"] == 2.75  # nested and post-first-step lines left out
-    assert imports["by_package_s"]["torch"] == 2.0
+    assert imports["total_s"] == 3.0  # self times; lines after the first step left out
+    assert imports["by_package_s"]["torch"] == 1.75  # without the numpy it imported
+    assert imports["by_package_s"]["numpy"] == 0.5
     assert imports["by_package_s"]["prefect"] == 0.75
 
 
