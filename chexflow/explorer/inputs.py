@@ -149,7 +149,12 @@ def aligned_maps(records: Sequence[RunRecord]) -> dict[str, dict[str, np.ndarray
 
 
 def _overlap_pairs(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """The pairs whose kNN overlap most exceeds chance: ``("Cons ↔ Edema", "31% (chance 18%)")``."""
+    """The pairs whose kNN overlap most exceeds chance: ``("Cons ↔ Edema", "31% (chance 18%)")``.
+
+    Overlap is the report's symmetric kNN mixing ``(M[a, b] + M[b, a]) / 2``; chance is what
+    random neighbours would give, the mean of the two classes' shares of the single-label
+    images. Pairs at chance (as printed) are left out: they are not overlapping.
+    """
     mixing = metrics.get("knn", {}).get("mixing", {})
     classes, matrix = mixing.get("classes", []), mixing.get("matrix", [])
     base = mixing.get("base_rate") or []
@@ -161,7 +166,7 @@ def _overlap_pairs(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         if ab is None or ba is None:
             continue
         share, chance = (ab + ba) / 2, (base[i] + base[j]) / 2
-        if share > chance:
+        if pct(share) != pct(chance) and share > chance:  # above chance as printed
             pairs.append((share - chance, classes[i], classes[j], share, chance))
     pairs.sort(reverse=True)
     return [
