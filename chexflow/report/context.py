@@ -140,7 +140,13 @@ class Context:
         return [g for g in self.groups if not g.reference]
 
     def too_few(self, key: str) -> int | None:
-        """Patients of the smallest class ``key`` names, when below ``min_patients``."""
+        """Patients of the smallest class ``key`` names, when below ``min_patients``.
+
+        Counts single-label patients, the support of the cluster measures; AUROC keys
+        (scored on all images of a class) are not limited by it.
+        """
+        if key.startswith("auroc/"):
+            return None
         parts = key.replace("|", "/").split("/")[1:]
         small = [self.class_patients[c] for c in parts if c in self.class_patients]
         small = [n for n in small if n < self.min_patients]
