@@ -190,17 +190,30 @@ def device_type(device: str) -> str:
     return device
 
 
-def configure(threads: int | None, num_workers: int | None, device: str) -> Parallelism:
+_CONFIGURED: dict[tuple[int | None, int | None, str], Parallelism] = {}
+
+
+def configure(
+    threads: int | None, num_workers: int | None, device: str, busy: float | None = None
+) -> Parallelism:
     """Decide and apply this process's settings (``resolve`` + ``apply``); logs one line.
+
+    A process decides once per configuration: the ``chexflow`` command decides before it
+    starts the Prefect API (whose start-up would count as other work), and the flows it
+    then runs in-process get the same answer; a worker's flow run decides for itself.
 
     Args:
         threads: ``TrainConfig.threads`` (None: automatic).
         num_workers: ``TrainConfig.num_workers`` (None: automatic).
         device: ``TrainConfig.device`` ("auto", "cpu" or "cuda").
+        busy: cores busy with other work, sampled earlier (``other_busy_cores``); None
+            samples now when ``threads`` is automatic.
     """
-    settings = apply(resolve(threads, num_workers, device_type(device)))
-    log.info("parallelism: %s", settings.describe())
-    return settings
+    key = (threads, num_workers, device)
+    if key not in _CONFIGURED:
+        _CONFIGURED[key] = apply(resolve(threads, num_workers, device_type(device), busy=busy))
+        log.info("parallelism: %s", _CONFIGURED[key].describe())
+    return _CONFIGURED[key]
 
 
 def loader_workers(num_workers: int | None, device: str) -> int:

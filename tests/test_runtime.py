@@ -91,6 +91,7 @@ assert torch.get_num_threads() == 1, torch.get_num_threads()
 assert torch.get_num_interop_threads() == 1, torch.get_num_interop_threads()
 assert all(i["num_threads"] == 1 for i in threadpool_info()), threadpool_info()
 assert os.environ["OMP_NUM_THREADS"] == "1"
+assert configure(1, 0, "cpu") is s  # decided once per process and configuration
 print(s.describe())
 """
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",)}
