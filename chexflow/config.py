@@ -114,23 +114,36 @@ class ModelConfig(_Section):
     )
     include_normal: Bool = Field(False, description="Add a No Finding output to the head.")
     linear_probe: Bool = Field(False, description="Freeze the backbone; train the head only.")
-    drop_rate: Float = Field(0.0, ge=0, lt=1)
+    drop_rate: Float = Field(
+        0.0, ge=0, lt=1, description="Dropout before the classifier head, [0, 1)."
+    )
 
 
 class TrainConfig(_Section):
     """Optimisation and evaluation of one fine-tuning run."""
 
-    epochs: Int = Field(5, ge=1, le=1000)
-    batch_size: Int = Field(32, ge=1, le=4096)
-    lr: Float = Field(1e-3, gt=0, lt=10)
-    weight_decay: Float = Field(1e-4, ge=0, le=1)
+    epochs: Int = Field(
+        5, ge=1, le=1000, description="Training epochs (the best by mean validation AUROC is kept)."
+    )
+    batch_size: Int = Field(32, ge=1, le=4096, description="Images per training step.")
+    lr: Float = Field(
+        1e-3, gt=0, lt=10, description="Peak AdamW learning rate (warm-up, then cosine decay)."
+    )
+    weight_decay: Float = Field(1e-4, ge=0, le=1, description="AdamW weight decay.")
     warmup_fraction: Float = Field(0.1, ge=0, lt=1, description="Share of steps for LR warm-up.")
     grad_clip: Float | None = Field(
         1.0, gt=0, le=1e6, description="Max gradient norm; null disables."
     )
     pos_weight: Bool = Field(False, description="Weight positives by the negative/positive ratio.")
-    early_stopping_patience: Int | None = Field(None, ge=1, le=1000)
-    device: Literal["auto", "cpu", "cuda"] = Field("auto")
+    early_stopping_patience: Int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Stop after this many epochs without a better validation AUROC; null: never.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where to train: auto picks CUDA when available."
+    )
     amp: Bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
     channels_last: Bool = Field(True, description="channels-last memory format on CUDA.")
     threads: Int | None = Field(
@@ -158,19 +171,30 @@ class TrainConfig(_Section):
 class AnalysisConfig(_Section):
     """Projection and cluster metrics on the evaluation embeddings."""
 
-    tsne_seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
+    tsne_seeds: list[Seed] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        max_length=100,
+        description="One t-SNE map per seed (their spread measures map stability).",
+    )
     perplexities: list[Perplexity] = Field(
         default_factory=lambda: [30.0],
         min_length=1,
         max_length=100,
         description="t-SNE perplexities (> 0; openTSNE lowers one above (n - 1) / 3).",
     )
-    pca_dims: Int = Field(50, ge=2, le=4096)
-    early_exaggeration: Float = Field(12.0, gt=0, le=1000)
-    knn_k: Int = Field(15, ge=1, le=500)
-    kmeans_seeds: Int = Field(5, ge=1, le=100)
+    pca_dims: Int = Field(50, ge=2, le=4096, description="PCA dimensions before t-SNE.")
+    early_exaggeration: Float = Field(
+        12.0, gt=0, le=1000, description="t-SNE early exaggeration (openTSNE)."
+    )
+    knn_k: Int = Field(15, ge=1, le=500, description="Neighbours of the kNN label agreement.")
+    kmeans_seeds: Int = Field(
+        5, ge=1, le=100, description="k-means runs, one seed each: purity, NMI, ARI as mean ± std."
+    )
     bootstrap: Int = Field(200, ge=0, le=100_000, description="Resamples; 0: no intervals.")
-    max_faithfulness_points: Int = Field(5000, ge=100, le=1_000_000)
+    max_faithfulness_points: Int = Field(
+        5000, ge=100, le=1_000_000, description="Points sampled to measure map faithfulness."
+    )
     umap: Bool = Field(False, description="Also compute UMAP (needs the umap extra).")
     min_patients: Int = Field(
         10,
@@ -191,8 +215,14 @@ class AnalysisConfig(_Section):
 class TrackingConfig(_Section):
     """Where runs are recorded."""
 
-    experiment: str = Field("chexpert-label-fractions", min_length=1)
-    registered_model: str = Field("chexpert-finetune", min_length=1)
+    experiment: str = Field(
+        "chexpert-label-fractions", min_length=1, description="MLflow experiment of the runs."
+    )
+    registered_model: str = Field(
+        "chexpert-finetune",
+        min_length=1,
+        description="Registered model of the fine-tuned versions.",
+    )
     register_models: Bool = Field(True, description="Register each fine-tuned model version.")
 
     @field_validator("experiment")
