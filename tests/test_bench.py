@@ -199,7 +199,8 @@ def test_command_breakdown_parsers() -> None:
     assert imports["total_s"] == 3.0  # self times; lines after the first step left out
     assert imports["by_package_s"]["torch"] == 1.75  # without the numpy it imported
     assert imports["by_package_s"]["numpy"] == 0.5
-    assert imports["by_package_s"]["prefect"] == 0.75
+    assert imports["by_package_s"]["prefect.server"] == 0.5
+    assert imports["by_package_s"]["prefect"] == 0.25
 
 
 @pytest.mark.slow
