@@ -84,6 +84,7 @@ def commands_tables(doc: dict[str, Any]) -> list[str]:
             f"({ranked} s).",
             "",
         ]
+    lines += startup_findings(results)
     threads = results.get("threads")
     if threads:
         lines += ["| `chexflow sweep`, train.threads | start to exit (median s) | runs |"]
@@ -255,3 +256,50 @@ def scale_section(results: dict[str, dict[str, Any] | None]) -> list[str]:
         "",
     ]
     return lines
+
+
+def startup_findings(results: dict[str, Any]) -> list[str]:
+    """What the breakdown says about the goals (ratio <= 1.3, first step <= 10 s)."""
+    startup, sweep = results.get("startup"), results.get("sweep", {})
+    if not startup:
+        return []
+    phases = {p["phase"]: p["s"] for p in startup["phases"]}
+    first = next((p["ends_at_s"] for p in startup["phases"] if p["phase"] == "first step"), None)
+    before_first: list[tuple[str, float]] = []
+    for p in startup["phases"]:
+        before_first.append((p["phase"], p["s"]))
+        if p["phase"] == "first step":
+            break
+    ranked = sorted(before_first, key=lambda kv: -kv[1])[:4]
+    imports = startup["imports_before_first_step"]["by_package_s"]
+    plain_first = _get(sweep, "plain", "first_step_s", "median")
+    return [
+        "- **Before the first step.** In the probed run the first step ended "
+        f"{_s(first)} s after the command started (the plain script's: {_s(plain_first)} s, "
+        "median). The largest phases: "
+        + "; ".join(f"{name} {sec:.1f} s" for name, sec in ranked)
+        + ". Of the imports, Prefect's server package took "
+        f"{_s(imports.get('prefect.server'), 2)} s of its own time: in the embedded mode "
+        "Prefect's client starts the temporary API through "
+        "`prefect.server.api.server.SubprocessASGIServer`, so the command imports the "
+        "server (FastAPI, SQLAlchemy, the API's models) in its own process, and the server "
+        "process imports it again; torch took "
+        f"{_s(imports.get('torch'), 2)} s, timm {_s(imports.get('timm'), 2)} s, MLflow "
+        f"{_s(imports.get('mlflow'), 2)} s. Every phase grows with the machine's load "
+        "(the figures above were measured at the load averages in the machine line).",
+        "- **What the commands do about it.** Training commands start the Prefect API as "
+        "soon as the configuration is read, before the workdir and model checks import "
+        "torch and timm, so the API's process boots while they run (a failed check still "
+        "exits 2; Prefect stops the API at exit); a new `PREFECT_HOME` starts from a "
+        "template of a migrated database (`flows/prefect_home.py`), so a new workdir no "
+        "longer pays Prefect's migrations; `chexflow.runtime` sets the threads before the "
+        "work starts.",
+        "- **What remains, and why.** Not importing Prefect's server package in the "
+        "command would need the temporary API started by a process of its own and "
+        "`PREFECT_API_URL` set for the command: Prefect then treats it as a server "
+        "(heartbeats, event websockets), which changes the embedded mode; left as a "
+        "proposal. On a loaded machine the fixed costs (imports, the API, the MLflow "
+        "database: " + f"{_s(phases.get('MLflow set-up, sweep run, finetune subflow starts'))} s "
+        "here) are CPU work that the other processes slow down like the training itself.",
+        "",
+    ]
