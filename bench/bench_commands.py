@@ -82,7 +82,9 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_process(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float, float]:
+def run_process(
+    command: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+) -> tuple[float, float, float]:
     """Run a whole command: (its start as epoch seconds, its wall seconds, the CPU seconds of
     it and every process it waited for, such as the Prefect API). Raises on failure.
 
@@ -91,7 +93,7 @@ def run_process(command: list[str], env: dict[str, str], log: Path) -> tuple[flo
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as out:
-        done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -141,13 +143,14 @@ class Runner:
         )
         return commit.stdout.strip()
 
-    def _cli(self, before: bool) -> tuple[list[str], dict[str, str]]:
-        """The command line and environment additions of the CLI now or before."""
+    def _cli(self, before: bool) -> tuple[list[str], dict[str, str], Path | None]:
+        """The command line, environment additions and directory of the CLI now or before
+        (run from its own checkout, which ``python -c`` puts first on ``sys.path``)."""
         if not before:
-            return self.chexflow, {}
+            return self.chexflow, {}, None
         assert self.before is not None
         code = "import sys; from flows.cli import main; sys.argv[0] = 'chexflow'; main()"
-        return [sys.executable, "-c", code], {"PYTHONPATH": str(self.before)}
+        return [sys.executable, "-c", code], {"PYTHONPATH": str(self.before)}, self.before
 
     def _next(self, name: str) -> tuple[Path, Path]:
         self.count += 1
@@ -171,10 +174,10 @@ class Runner:
     def sweep(self, warm: bool, extra: Sequence[str] = (), before: bool = False) -> dict:
         name = ("before-" if before else "") + ("sweep-warm" if warm else "sweep-cold")
         work, log = self._next(name)
-        cli, env = self._cli(before)
+        cli, env, cwd = self._cli(before)
         command = [*cli, "sweep", "--data", str(self.data)]
         command += ["--fractions", self.fraction, "--workdir", str(work), *self.settings, *extra]
-        started, seconds, cpu = run_process(command, {**self._home_env(warm), **env}, log)
+        started, seconds, cpu = run_process(command, {**self._home_env(warm), **env}, log, cwd)
         return {
             "s": round(seconds, 3),
             "cpu_s": round(cpu, 3),
