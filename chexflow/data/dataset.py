@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import sys
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +49,7 @@ from tqdm import tqdm
 
 from chexflow.data.labels import OBSERVATIONS, LabelPolicy
 from chexflow.errors import DataError
+from chexflow.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -323,13 +323,8 @@ def _bad_cache(path: Path, why: str) -> DataError:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as f:
+        np.save(f, array, allow_pickle=False)
 
 
 class ChexpertImages(Dataset):
