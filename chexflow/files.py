@@ -19,16 +19,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 
 def json_safe(value: Any) -> Any:
-    """NaN and infinities → None, recursively (mappings get string keys), so the JSON is
-    standard."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+    """Plain, standard JSON types, recursively: NaN and ±inf → None, numpy scalars and
+    arrays → Python numbers and lists, mapping keys → strings."""
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        return float(value) if math.isfinite(value) else None
     return value
 
 

@@ -24,6 +24,7 @@ from chexflow.analysis.bootstrap import cluster_weights, patient_codes, unit_of
 from chexflow.config import AnalysisConfig
 from chexflow.data.labels import EVAL_CLASSES, metric_key
 from chexflow.errors import DataError
+from chexflow.files import json_safe as jsonable
 
 SCHEMA = "chexflow.cluster-metrics/1"
 FAITHFULNESS_K = 10
@@ -62,23 +63,6 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - start, 3)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON types: numpy scalars/arrays converted, NaN and ±inf replaced by None."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def _check_inputs(
