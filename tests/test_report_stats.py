@@ -244,6 +244,9 @@ def test_classes_of_one_distribution_and_unequal_size_are_never_called_overlappi
     matrix = c["overlap"]["mixing"][0]["matrix"]
     assert matrix[classes.index("Edema")][classes.index("Normal")] > 0.4
     assert all(t["pairs"] == [] for t in c["overlap"]["top_pairs"])
+    # Normal's raw mixing (~46%) would read "moderate"; against its chance level it is high.
+    normal = c["classwise"]["Normal"]["by_fraction"][0]
+    assert normal["mixing"] < 0.5 and normal["verdict"]["mixing_level"] == "high"
     for entry in c["classwise"].values():
         assert all(row["verdict"]["partners"] == [] for row in entry["by_fraction"])
     assert "No pair mixes more than chance at any fraction." in render_markdown(c)
@@ -392,13 +395,28 @@ def test_an_uncertain_label_never_enters_the_report_auroc() -> None:
     assert ctx.groups[0].estimate("auroc/Edema")["value"] == pytest.approx(expected)
 
 
-def test_runs_of_two_label_policies_or_two_models_are_not_compared() -> None:
+def test_runs_of_two_label_policies_are_not_compared() -> None:
     runs = _pair()
     runs[0].label_policy = {"Atelectasis": "ones"}  # type: ignore[attr-defined]
     runs[1].label_policy = {"Atelectasis": "zeros"}  # type: ignore[attr-defined]
     with pytest.raises(ChexflowError, match="label policies"):
         build_comparison(runs)
-    runs = _pair()
-    runs[1].model = "densenet121"
+
+
+def test_two_models_are_analysed_apart_and_their_contrasts_set_side_by_side() -> None:
+    """Model A separates its classes with more labels, model B loses separation."""
+    rising = _pair((0.6, 1.8))
+    falling = _pair((1.8, 0.6))
+    for run in falling:
+        run.model = "densenet121"
+        run.run_id = "d" + run.run_id
+    c = build_comparison(rising + falling)
+    assert c["design"]["models"] == ["resnet18"] and c["design"]["n_runs"] == 2
+    by_model = {m["model"]: m for m in c["by_model"]["models"]}
+    assert by_model["resnet18"]["changes"]["silhouette"]["delta"] > 0
+    assert by_model["densenet121"]["changes"]["silhouette"]["delta"] < 0
+    assert c["by_model"]["agreement"]["silhouette"]["same_direction"] is False
+    markdown = render_markdown(c)
+    assert "Headline contrasts per model" in markdown and "directions disagree" in markdown
     with pytest.raises(ChexflowError, match="2 models"):
-        build_comparison(runs)
+        build_context(rising + falling)  # the grouping itself never pools two models

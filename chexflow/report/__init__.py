@@ -21,6 +21,7 @@ from chexflow.report import verdicts
 from chexflow.report.context import build_context, check_label_policies
 from chexflow.report.fdr import apply_fdr
 from chexflow.report.figures import make_figures
+from chexflow.report.models import side_by_side, split_by_model
 from chexflow.report.render import to_html, to_markdown
 from chexflow.report.sections_classes import class_calls, classwise, overlap
 from chexflow.report.sections_global import (
@@ -50,9 +51,24 @@ def _settings() -> dict[str, Any]:
 
 
 def build_comparison(records: list[RunRecord]) -> dict[str, Any]:
-    """Every number of the report, as strict JSON-ready data (no NaN, no numpy types)."""
+    """Every number of the report, as strict JSON-ready data (no NaN, no numpy types).
+
+    Runs of several models (or starting points) are never pooled: each model gets its own
+    analysis; the report describes the first and puts every model's headline contrasts
+    side by side under ``by_model`` (``models.side_by_side``).
+    """
     check_comparable(records)
     check_label_policies(records)
+    per_model = split_by_model(records)
+    if len(per_model) == 1:
+        return _build_one(records)
+    built = {label: _build_one(runs) for label, runs in per_model.items()}
+    first = built[next(iter(built))]
+    first["by_model"] = jsonable(side_by_side(built))
+    return first
+
+
+def _build_one(records: list[RunRecord]) -> dict[str, Any]:
     ordered = order_records(records)
     ctx = build_context(ordered)
     sections: dict[str, Any] = {
@@ -87,7 +103,8 @@ def write_report(records: list[RunRecord], out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     comparison = build_comparison(records)
-    comparison["figures"] = make_figures(records, comparison, out_dir / "plots")
+    described = next(iter(split_by_model(records).values()))  # the model the body describes
+    comparison["figures"] = make_figures(described, comparison, out_dir / "plots")
     paths = {
         "markdown": out_dir / "report.md",
         "html": out_dir / "report.html",

@@ -91,11 +91,19 @@ def _class_at(group: Group, name: str, ctx: Context, base: dict[str, float]) -> 
     silhouette = group.estimate(f"silhouette/{name}")["value"]
     purity = group.estimate(f"purity/{name}")["value"]
     mixing = None if purity is None else 1.0 - purity
+    chance = group.point(f"chance/purity/{name}")
+    # Mixing relative to chance: the other-class share of the neighbours over what random
+    # neighbours give (1 − chance purity); 1 = no better than chance, 0 = pure.
+    relative = (
+        mixing / (1.0 - chance)
+        if mixing is not None and chance is not None and chance < 1.0
+        else None
+    )
     partners = _partners(group, name, ctx, base)
     few = ctx.too_few(f"class/{name}")
     verdict = v.class_verdict(
         silhouette,
-        mixing,
+        relative,
         [
             {"class": p["class"], "share": p["share"]["value"]}
             for p in partners
@@ -106,6 +114,8 @@ def _class_at(group: Group, name: str, ctx: Context, base: dict[str, float]) -> 
     return {
         "fraction": group.fraction,
         "mixing": mixing,
+        "mixing_chance": None if chance is None else 1.0 - chance,
+        "mixing_vs_chance": relative,
         "partners": partners,
         "nearest": nearest_class(group, name, ctx.classes),
         "verdict": verdict,

@@ -21,22 +21,25 @@ from chexflow.report.text_common import (
 
 
 def verdict_text(c: Comparison, row: dict[str, Any]) -> str:
-    """``compact, 8% mixing`` / ``diffuse, mixed with Edema 31% and Atelectasis 24%``."""
+    """``compact, 8% mixing (chance 80%)`` / ``diffuse, mixed with Edema 31%``."""
     verdict = row["verdict"]
     if verdict.get("too_few"):
         return verdict["too_few"]
     if row["mixing"] is None:
         return f"{verdict['compactness']}, mixing not measured"
     head = verdict["compactness"]
+    mixing = f"{pct(row['mixing'])} mixing"
+    if row.get("mixing_chance") is not None:
+        mixing += f" (chance {pct(row['mixing_chance'])})"
     if verdict["mixing_level"] == "low":
-        return f"{head}, {pct(row['mixing'])} mixing"
+        return f"{head}, {mixing}"
     shares = {p["class"]: p["share"]["value"] for p in row["partners"]}
     if verdict["partners"]:
         return f"{head}, mixed with " + names(
             [f"{p} {pct(shares[p])}" for p in verdict["partners"]]
         )
     limit = pct(c["settings"]["partner_share"])
-    return f"{head}, {pct(row['mixing'])} mixing, no other class above chance at {limit} or more"
+    return f"{head}, {mixing}, no other class above chance at {limit} or more"
 
 
 def _thresholds(c: Comparison) -> str:
@@ -44,8 +47,9 @@ def _thresholds(c: Comparison) -> str:
     return (
         f"Verdicts: **compact** when the class silhouette is ≥ {num(s['silhouette_compact'])}, "
         f"**diffuse** below {num(s['silhouette_diffuse'])}, **loose** between; mixing "
-        f"(1 − kNN purity) is low below {pct(s['mixing_low'])} and high from "
-        f"{pct(s['mixing_high'])}; another class is named as a partner when it holds at least "
+        "(1 − kNN purity) over its chance level (1 − the class's chance purity; 1 = as "
+        f"mixed as random neighbours) is low below {num(s['mixing_low'])} and high from "
+        f"{num(s['mixing_high'])}; another class is named as a partner when it holds at least "
         f"{pct(s['partner_share'])} of the neighbours (at most {count(s['max_partners'])})."
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chexflow.report.fmt import count, num, pct, plain, ratio, value_ci
+from chexflow.report.fmt import count, delta_ci, frac, num, pct, plain, ratio, value_ci
 from chexflow.report.render import Block, Bullets, Heading, Paragraph, Table
 from chexflow.report.text_common import Comparison, Series, flabel, names, seeds_phrase
 
@@ -85,12 +85,42 @@ def _specificity_line(c: Comparison) -> str:
         f"{flabel(c, g['fraction'])} seeds {', '.join(count(s) for s in g['seeds'])}"
         for g in d["seeds"]
     )
-    return (
+    text = (
         f"**Model and data specificity.** The conclusions rest on {count(d['n_runs'])} runs of "
         f"{names(d['models'])} ({seeds}) and one evaluation set of {count(d['n_eval'])} images "
-        f"(digest `{d['eval_digest']}`). Other backbones, datasets, label policies or "
-        "evaluation sets may behave differently."
+        f"(digest `{d['eval_digest']}`)."
     )
+    by_model = c.get("by_model")
+    if not by_model:
+        return text + (
+            " Other backbones, datasets, label policies or evaluation sets may behave differently."
+        )
+    parts = []
+    for name, agree in by_model["agreement"].items():
+        if agree["n_models"] >= 2:
+            word = "agree" if agree["same_direction"] else "disagree"
+            parts.append(f"{name}: directions {word} ({', '.join(agree['calls'])})")
+    return (
+        text + f" {count(len(by_model['models']))} models were analysed separately (never pooled "
+        "as seeds); their headline contrasts are side by side in the table below. "
+        + ("; ".join(parts) + "." if parts else "")
+    )
+
+
+def _models_table(c: Comparison) -> Table | None:
+    by_model = c.get("by_model")
+    if not by_model:
+        return None
+    measures = list(by_model["agreement"])
+    rows = []
+    for m in by_model["models"]:
+        contrast = f"{frac(m['contrast']['from'])} → {frac(m['contrast']['to'])}"
+        cells = [
+            f"{delta_ci(m['changes'][k])} {m['changes'][k]['call']}" if m["changes"][k] else "—"
+            for k in measures
+        ]
+        rows.append([m["model"], contrast, *cells])
+    return Table(["model", "contrast", *measures], rows, "Headline contrasts per model")
 
 
 def _resolution_line(c: Comparison) -> str | None:
@@ -139,7 +169,11 @@ def limitation_blocks(c: Comparison) -> list[Block]:
     resolution = _resolution_line(c)
     if resolution:
         lines.append(resolution)
-    return [Heading(2, "Limitations, quantified"), Bullets(lines), _views_table(c)]
+    blocks: list[Block] = [Heading(2, "Limitations, quantified"), Bullets(lines), _views_table(c)]
+    models = _models_table(c)
+    if models is not None:
+        blocks.append(models)
+    return blocks
 
 
 def method_blocks(c: Comparison) -> list[Block]:
@@ -194,8 +228,9 @@ def method_blocks(c: Comparison) -> list[Block]:
         ),
         Paragraph(
             f"Verdict thresholds: compact ≥ {num(s['silhouette_compact'])} silhouette, diffuse "
-            f"< {num(s['silhouette_diffuse'])}; mixing low < {pct(s['mixing_low'])}, high ≥ "
-            f"{pct(s['mixing_high'])}; partners named from {pct(s['partner_share'])} when "
+            f"< {num(s['silhouette_diffuse'])}; mixing relative to chance low < "
+            f"{num(s['mixing_low'])}, high ≥ {num(s['mixing_high'])}; partners named from "
+            f"{pct(s['partner_share'])} when "
             f"above chance; top {count(s['top_pairs'])} pairs per fraction; rank shifts from "
             f"{count(s['rank_shift'])} places; multi-label positions by a "
             f"{pct(s['majority'])} majority."

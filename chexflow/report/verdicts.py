@@ -15,9 +15,11 @@ from chexflow.report.stats import SIGNIFICANT, SUGGESTIVE, TOO_FEW, UNTESTED, WI
 # closer to another class than to their own.
 SILHOUETTE_COMPACT = 0.25
 SILHOUETTE_DIFFUSE = 0.0
-# Mixing = share of a class's k nearest neighbours from other classes (1 − kNN purity).
+# Mixing relative to chance: the share of a class's k nearest neighbours from other
+# classes (1 − kNN purity) over what random neighbours give (1 − chance purity, from the
+# class sizes). 1 = as mixed as chance, 0 = pure: a large class is not "low mixing" by size.
 MIXING_LOW = 0.15
-MIXING_HIGH = 0.50
+MIXING_HIGH = 0.75
 PARTNER_SHARE = 0.10  # another class is named as a partner from this share of neighbours
 MAX_PARTNERS = 2
 TOP_PAIRS = 3  # overlapping pairs listed per fraction
