@@ -236,12 +236,17 @@ class TrackingConfig(_Section):
         return _mlflow_check("_validate_model_name", name)
 
 
+_DEFAULT_NAMES = frozenset({"chexpert-label-fractions", "chexpert-finetune"})
+
+
 def _mlflow_check(validator: str, name: str) -> str:
     """Run MLflow's own name validator (``mlflow.utils.validation``) on ``name``.
 
     Imported here, not at module level: the config must load without importing MLflow,
     and only non-default names are validated (pydantic skips defaults).
     """
+    if name in _DEFAULT_NAMES:  # valid, and validating it would import MLflow (seconds)
+        return name
     try:
         from mlflow.exceptions import MlflowException
         from mlflow.utils import validation

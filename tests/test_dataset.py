@@ -345,25 +345,22 @@ def test_content_keys_are_the_image_cache_keys(images, tmp_path) -> None:
         ds.content_keys(root, paths)
 
 
-def test_check_image_files_decodes_only_what_the_cache_lacks(images, tmp_path) -> None:
+def test_check_image_files_decodes_only_what_the_cache_lacks_and_fills_it(
+    images, tmp_path, decodes
+) -> None:
     root, paths = images
     cache = tmp_path / "cache"
     load_images(root, paths[:4], SIZE, cache, progress=False)
-    opened: list[str] = []
-    original = Image.open
-
-    def counting(fp, *args, **kwargs):
-        opened.append(str(fp))
-        return original(fp, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ds.Image, "open", counting)
-        keys = ds.check_image_files(root, paths, SIZE, cache)
+    decodes.clear()
+    keys = ds.check_image_files(root, paths, SIZE, cache)
     assert keys == ds.content_keys(root, paths)
-    assert len(opened) == 2  # the two images the cache does not hold
+    assert len(decodes) == 2  # the two images the cache did not hold
+    load_images(root, paths, SIZE, cache, progress=False)
+    assert len(decodes) == 2, "the run that follows decodes nothing again"
     (root / paths[5]).write_bytes((root / paths[5]).read_bytes()[:120])
-    with pytest.raises(DataError, match=r"1 of 6 images .*patient00006.*\(cannot decode"):
-        ds.check_image_files(root, paths, SIZE, cache)
+    for cache_dir in (cache, None):
+        with pytest.raises(DataError, match=r"1 of 6 images .*patient00006.*\(cannot decode"):
+            ds.check_image_files(root, paths, SIZE, cache_dir)
 
 
 @pytest.mark.parametrize("high", [4095, 65535])

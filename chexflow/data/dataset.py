@@ -63,6 +63,8 @@ _WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 MEAN = 0.5
 STD = 0.25
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# Images per cache pack written by check_image_files (bounds the memory it holds).
+_CHECK_PACK = 4096
 
 
 def load_images(
@@ -176,10 +178,12 @@ def check_image_files(
 ) -> list[str]:
     """Check that every file exists and decodes; returns their ``content_keys``.
 
-    Files whose bytes the image cache of ``image_size`` already holds decoded are not
-    decoded again (a rerun costs one read and hash per file); the others are decoded at
-    the smallest JPEG scale (``Image.draft``), which still reads every coded block, so a
-    truncated or corrupt file is found.
+    With ``cache_dir``, files whose bytes the image cache of ``image_size`` already holds
+    are only read and hashed; the others are decoded as ``load_images`` does and added to
+    the cache (packs of ``_CHECK_PACK`` images), so the run that follows does not decode
+    them again. Without, each file is decoded at the smallest JPEG scale
+    (``Image.draft``), which still reads every coded block: a truncated or corrupt file
+    is found either way.
 
     Raises:
         DataError: as ``content_keys``, or a file that does not decode (``cannot decode``).
@@ -187,11 +191,31 @@ def check_image_files(
     root = Path(root)
     for path in paths:
         _check_relative(path)
-    known = _PackStore(Path(cache_dir), image_size).index() if cache_dir is not None else {}
+    if cache_dir is None:
+        with ThreadPoolExecutor(_workers()) as pool:
+            results = list(pool.map(lambda p: _check_one(root / p), paths))
+        _raise_failures(root, paths, [(p, w) for p, (_, w) in zip(paths, results, strict=True)])
+        return [key for key, _ in results]
+    store = _PackStore(Path(cache_dir), image_size)
+    index = store.index()
+    keys: list[str] = []
+    failures: list[tuple[str, str]] = []
+    fresh: dict[str, np.ndarray] = {}
     with ThreadPoolExecutor(_workers()) as pool:
-        results = list(pool.map(lambda p: _check_one(root / p, known), paths))
-    _raise_failures(root, paths, [(p, why) for p, (_, why) in zip(paths, results, strict=True)])
-    return [key for key, _ in results]
+        results = pool.map(lambda p: _read_one(root / p, image_size, index), paths)
+        for path, (key, pixels, problem) in zip(paths, results, strict=True):
+            keys.append(key)
+            if problem is not None:
+                failures.append((path, problem))
+            elif pixels is not None:
+                fresh.setdefault(key, pixels)
+                if len(fresh) >= _CHECK_PACK:
+                    store.add(list(fresh), np.stack(list(fresh.values())))
+                    fresh.clear()
+    if fresh:
+        store.add(list(fresh), np.stack(list(fresh.values())))
+    _raise_failures(root, paths, failures)
+    return keys
 
 
 def _key_of(path: Path) -> tuple[str, str | None]:
@@ -203,7 +227,7 @@ def _key_of(path: Path) -> tuple[str, str | None]:
         return "", f"cannot read: {exc.strerror or exc}"
 
 
-def _check_one(path: Path, known: Mapping[str, Any]) -> tuple[str, str | None]:
+def _check_one(path: Path) -> tuple[str, str | None]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -211,8 +235,6 @@ def _check_one(path: Path, known: Mapping[str, Any]) -> tuple[str, str | None]:
     except OSError as exc:
         return "", f"cannot read: {exc.strerror or exc}"
     key = content_key(data)
-    if key in known:
-        return key, None
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.draft("L", ((image.width + 7) // 8, (image.height + 7) // 8))
