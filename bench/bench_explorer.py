@@ -186,18 +186,21 @@ def bench_size(n: int, data_root: Path, tmp: Path, repeats: int, browser: Any) -
 
 
 def explorer_figures(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Size, wall time and main-thread CPU time to interactive, per page size."""
     figures = []
+    target = f"< {INTERACTIVE_TARGET_S:.0f} s"
     for row in rows:
-        mb = row["megabytes"]
-        seconds = row["interactive_ms"]["median"] / 1000
-        figures.append(
-            figure(f"explorer page size, {row['n']:,} images", mb, "MB",
-                   f"< {SIZE_TARGET_MB:.0f} MB", mb < SIZE_TARGET_MB)
-        )  # fmt: skip
-        figures.append(
-            figure(f"explorer time to interactive, {row['n']:,} images", round(seconds, 2), "s",
-                   f"< {INTERACTIVE_TARGET_S:.0f} s", seconds < INTERACTIVE_TARGET_S)
-        )  # fmt: skip
+        n, mb = f"{row['n']:,}", row["megabytes"]
+        wall = row["interactive_ms"]["median"] / 1000
+        cpu = row["main_thread_cpu_ms"]["median"] / 1000
+        figures += [
+            figure(f"explorer page size, {n} images", mb, "MB", f"< {SIZE_TARGET_MB:.0f} MB",
+                   mb < SIZE_TARGET_MB),
+            figure(f"explorer time to interactive, {n} images", round(wall, 2), "s", target,
+                   wall < INTERACTIVE_TARGET_S, "wall clock, cores shared: see load_average"),
+            figure(f"explorer main-thread CPU to interactive, {n} images", round(cpu, 2), "s",
+                   target, cpu < INTERACTIVE_TARGET_S, "Chrome ThreadTime: about the wall time when a core is free"),
+        ]  # fmt: skip
     return figures
 
 
