@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import figure, finish_document, paired_ratio, start_document, stats
+from bench.common import figure, finish_document, jsonable, paired_ratio, start_document, stats
 
 MODULE = "bench.bench_commands"
 RATIO_TARGET = 1.3
@@ -348,9 +348,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--threads", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--threads-repeats", type=int, default=2)
+    parser.add_argument("--threads-pinned", default="1,2", help="pinned train.threads values")
     parser.add_argument(
         "--before", default="", help="git ref whose CLI joins the rounds as 'before'"
     )
+    parser.add_argument("--before-homes", default="warm,cold", help="its PREFECT_HOME kinds")
     parser.add_argument("--out", type=Path, default=Path("bench/results/commands.json"))
     return parser.parse_args(argv)
 
@@ -389,12 +391,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ("sweep_warm", lambda: runner.sweep(True)),
             ("sweep_cold", lambda: runner.sweep(False)),
         ]
+        before_homes = [h for h in args.before_homes.split(",") if h] if args.before else []
         if args.before:
             results["before_commit"] = runner.checkout_before(args.before)
-            measures += [
-                ("before_warm", lambda: runner.sweep(True, before=True)),
-                ("before_cold", lambda: runner.sweep(False, before=True)),
-            ]
+            for home in before_homes:
+                warm = home == "warm"
+                measures.append(
+                    (f"before_{home}", lambda warm=warm: runner.sweep(warm, before=True))
+                )
         rounds = rotate(measures, args.repeats)
         plain_s = [r["s"] for r in rounds["plain"]]
         results["sweep"] = {
@@ -419,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "runs": rounds,
         }
         if args.before:
-            for home in ("warm", "cold"):
+            for home in before_homes:
                 before = rounds[f"before_{home}"]
                 results["sweep"][f"before_{home}"] = summary(before)
                 results["sweep"][f"ratio_before_{home}_to_plain"] = paired_ratio(
@@ -428,21 +432,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 results["sweep"][f"cpu_ratio_before_{home}_to_plain"] = paired_ratio(
                     [r["cpu_s"] for r in before], [r["cpu_s"] for r in rounds["plain"]]
                 )
+        _save_partial(doc, results, args.out)
         if args.probe:
             results["startup"] = runner.probe()
+            _save_partial(doc, results, args.out)
         if args.demo:
             cold = runner.demo(False)
             warm = [runner.demo(True) for _ in range(args.demo_repeats)]
             results["demo_quick"] = {"cold": cold, "warm": summary(warm), "warm_runs": warm}
+            _save_partial(doc, results, args.out)
         if args.threads:
-            threads = rotate(
-                [
-                    ("automatic", lambda: runner.sweep(True)),
-                    ("1", lambda: runner.sweep(True, ["--set", "train.threads=1"])),
-                    ("2", lambda: runner.sweep(True, ["--set", "train.threads=2"])),
-                ],
-                args.threads_repeats,
-            )
+            variants: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+                ("automatic", lambda: runner.sweep(True))
+            ]
+            for n in (n for n in args.threads_pinned.split(",") if n):
+                pinned = ["--set", f"train.threads={int(n)}"]
+                variants.append((n, lambda pinned=pinned: runner.sweep(True, pinned)))
+            threads = rotate(variants, args.threads_repeats)
             results["threads"] = {k: summary(v) for k, v in threads.items()}
             results["threads"]["runs"] = threads
     doc["settings"] = {
@@ -458,11 +464,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "template in a fresh XDG_CACHE_HOME); the warm PREFECT_HOME migrated first",
         "pairing": "rounds of plain, warm and cold command in rotating order",
         "before": args.before or None,
+        "before_homes": args.before_homes if args.before else None,
     }
     doc["results"] = results
     doc["figures"] = command_figures(results)
     finish_document(doc, args.out)
     return doc
+
+
+def _save_partial(doc: dict[str, Any], results: dict[str, Any], out: Path) -> None:
+    """Write what is measured so far (``partial: true``), so a run stopped later keeps it."""
+    partial = {**doc, "results": results, "figures": command_figures(results), "partial": True}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(jsonable(partial), indent=2, allow_nan=False) + "\n")
 
 
 def command_figures(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -494,18 +508,19 @@ def command_figures(results: dict[str, Any]) -> list[dict[str, Any]]:
             "s",
         ),
     ]
-    if "before_warm" in sweep:
+    for home in ("warm", "cold"):
+        if f"before_{home}" not in sweep:
+            continue
         figures.append(
             figure(
-                f"same, before ({results.get('before_commit')}): warm / cold PREFECT_HOME, "
-                "wall (CPU)",
-                f"{sweep['ratio_before_warm_to_plain']['median']:.3f} / "
-                f"{sweep['ratio_before_cold_to_plain']['median']:.3f} "
-                f"({sweep['cpu_ratio_before_warm_to_plain']['median']:.3f} / "
-                f"{sweep['cpu_ratio_before_cold_to_plain']['median']:.3f})",
+                f"same, before ({results.get('before_commit')}), {home} PREFECT_HOME: "
+                "wall (CPU seconds)",
+                f"{sweep[f'ratio_before_{home}_to_plain']['median']:.3f} "
+                f"({sweep[f'cpu_ratio_before_{home}_to_plain']['median']:.3f})",
                 "ratio",
             )
         )
+    if "before_warm" in sweep:
         before_step = (sweep["before_warm"]["first_step_s"] or {}).get("median")
         if before_step is not None:
             figures.append(figure("before: start to first training step, warm", before_step, "s"))
@@ -550,10 +565,11 @@ def command_figures(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     threads = results.get("threads")
     if threads:
+        kinds = [k for k in threads if k != "runs"]
         figures.append(
             figure(
-                "`chexflow sweep` with train.threads automatic / 1 / 2: start to exit",
-                " / ".join(f"{threads[k]['s']['median']:.1f}" for k in ("automatic", "1", "2")),
+                f"`chexflow sweep` with train.threads {' / '.join(kinds)}: start to exit",
+                " / ".join(f"{threads[k]['s']['median']:.1f}" for k in kinds),
                 "s",
             )
         )

@@ -89,7 +89,7 @@ def commands_tables(doc: dict[str, Any]) -> list[str]:
     if threads:
         lines += ["| `chexflow sweep`, train.threads | start to exit (median s) | runs |"]
         lines.append("|---|---|---|")
-        for key in ("automatic", "1", "2"):
+        for key in (k for k in threads if k != "runs"):
             samples = _get(threads, key, "s", "samples") or []
             lines.append(
                 f"| {key} | {_s(_get(threads, key, 's', 'median'))} "
