@@ -397,7 +397,7 @@ def test_class_verdict_in_the_report_flips_when_the_numbers_cross() -> None:
     high = _move_class(make_run(0.1), "Consolidation", None, seed=5)
     comparison = build_comparison([low, high])
     rows = comparison["classwise"]["Consolidation"]["by_fraction"]
-    assert rows[0]["verdict"]["mixing_level"] == "high"
+    assert rows[0]["verdict"]["mixing_level"] == "moderate"  # half its neighbours: Edema
     assert rows[0]["verdict"]["partners"] == ["Edema"]
     assert rows[0]["partners"][0]["lift"]["ci_low"] > 1
     assert rows[1]["verdict"]["compactness"] == "compact"
