@@ -326,6 +326,7 @@ def _class_calls(classwise: dict[str, Any]) -> dict[str, list[str]]:
         "suggests worse": "suggests_worse",
         "no detectable change": "unchanged",
         "untested": "untested",
+        "too few patients": "too_few",
     }
     calls: dict[str, list[str]] = {key: [] for key in keys.values()}
     for name, entry in classwise.items():

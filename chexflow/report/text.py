@@ -201,8 +201,11 @@ def _representation_line(c: Comparison) -> str:
         ("suggests_worse", "suggests worse"),
         ("unchanged", "no detectable change"),
         ("untested", "untested"),
+        ("too_few", "too few patients, no call"),
     ]
-    per_class = "; ".join(f"{label}: {names(calls[key])}" for key, label in groups if calls[key])
+    per_class = "; ".join(
+        f"{label}: {names(calls[key])}" for key, label in groups if calls.get(key)
+    )
     if not parts:
         return "**Representation**: one fraction only, so no contrast."
     text = "**Representation**: " + ". ".join(parts) + "."
