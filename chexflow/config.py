@@ -67,6 +67,7 @@ class DataConfig(_Section):
     label_policy: dict[str, LabelPolicy] = Field(
         default_factory=lambda: dict(DEFAULT_POLICY),
         description="Uncertain-label (-1) policy per evaluation class: ones, zeros or ignore.",
+        json_schema_extra={"propertyNames": {"enum": list(EVAL_CLASSES)}},
     )
     eval_source: Literal["holdout", "valid", "both"] = Field(
         "holdout", description="Evaluation set: patients held out of train.csv, valid.csv, or both."
@@ -87,7 +88,7 @@ class DataConfig(_Section):
         description="Each class must have at least this many positives in a fraction.",
     )
     cache_dir: Path | None = Field(
-        None, description="Preprocessed-image cache; default <workdir>/cache."
+        None, description="Preprocessed-image cache; default: the workdir's cache folder."
     )
 
     @field_validator("label_policy")
@@ -106,6 +107,11 @@ class ModelConfig(_Section):
     pretrained: Bool = Field(False, description="Load timm hub weights (needs the hub or a cache).")
     init_checkpoint: Path | None = Field(
         None, description="Local .safetensors or .pt state dict to initialise the backbone from."
+    )
+    init_from_pretraining: Bool = Field(
+        False,
+        description="Start from the backbone of the pretraining flow (section pretrain), run "
+        "or reused first by the sweep; ignored when init_checkpoint is set.",
     )
     init_strict: Bool = Field(
         True,
@@ -135,6 +141,11 @@ class TrainConfig(_Section):
         1.0, gt=0, le=1e6, description="Max gradient norm; null disables."
     )
     pos_weight: Bool = Field(False, description="Weight positives by the negative/positive ratio.")
+    augment: Bool = Field(
+        False,
+        description="Jitter training images (rotation, scale, shift, contrast, brightness; "
+        "never a flip): chexflow.data.dataset.augment_batch.",
+    )
     early_stopping_patience: Int | None = Field(
         None,
         ge=1,
@@ -168,6 +179,43 @@ class TrainConfig(_Section):
     )
 
 
+class PretrainConfig(_Section):
+    """Self-supervised (SimCLR) pretraining of the backbone on the training pool's images."""
+
+    epochs: Int = Field(2, ge=1, le=1000, description="Passes over the pretraining images.")
+    batch_size: Int = Field(
+        64, ge=2, le=4096, description="Images per step (each seen in two augmented views)."
+    )
+    max_images: Int | None = Field(
+        1000,
+        ge=2,
+        le=10_000_000,
+        description="Pretrain on a seeded random subset of this many pool images; null: all.",
+    )
+    lr: Float = Field(1e-3, gt=0, lt=10, description="AdamW learning rate (constant).")
+    weight_decay: Float = Field(1e-4, ge=0, le=1, description="AdamW weight decay.")
+    temperature: Float = Field(
+        0.2, gt=0, le=10, description="NT-Xent temperature of the cosine similarities."
+    )
+    projection_dim: Int = Field(
+        64, ge=2, le=4096, description="Output size of the projection MLP (discarded after)."
+    )
+    min_crop: Float = Field(
+        0.5, gt=0, le=1, description="Smallest share of the image area a random crop keeps."
+    )
+    seed: Seed = Field(0, description="Seed of the subset, the views and the initialisation.")
+    registered_model: str = Field(
+        "chexpert-pretrain",
+        min_length=1,
+        description="Registered model of the pretrained backbones.",
+    )
+
+    @field_validator("registered_model")
+    @classmethod
+    def _mlflow_model_name(cls, name: str) -> str:
+        return _mlflow_check("_validate_model_name", name)
+
+
 class AnalysisConfig(_Section):
     """Projection and cluster metrics on the evaluation embeddings."""
 
@@ -176,12 +224,14 @@ class AnalysisConfig(_Section):
         min_length=1,
         max_length=100,
         description="One t-SNE map per seed (their spread measures map stability).",
+        json_schema_extra={"uniqueItems": True},
     )
     perplexities: list[Perplexity] = Field(
         default_factory=lambda: [30.0],
         min_length=1,
         max_length=100,
-        description="t-SNE perplexities (> 0; openTSNE lowers one above (n - 1) / 3).",
+        description="t-SNE perplexities (above 0; openTSNE lowers one above (n - 1) / 3).",
+        json_schema_extra={"uniqueItems": True},
     )
     pca_dims: Int = Field(50, ge=2, le=4096, description="PCA dimensions before t-SNE.")
     early_exaggeration: Float = Field(
@@ -236,7 +286,7 @@ class TrackingConfig(_Section):
         return _mlflow_check("_validate_model_name", name)
 
 
-_DEFAULT_NAMES = frozenset({"chexpert-label-fractions", "chexpert-finetune"})
+_DEFAULT_NAMES = frozenset({"chexpert-label-fractions", "chexpert-finetune", "chexpert-pretrain"})
 
 
 def _mlflow_check(validator: str, name: str) -> str:
@@ -271,6 +321,7 @@ class ChexflowConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
 
 def describe(error: ValidationError) -> str:
