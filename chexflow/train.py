@@ -447,8 +447,7 @@ def _result(directory: Path, state: _Progress, resumed_from: int | None) -> FitR
 
 
 def _log_epoch(record: dict[str, float], epochs: int) -> None:
-    # DEBUG: the INFO line with an ETA is chexflow.progress.EpochProgress's (a callback).
-    log.debug(
+    log.info(
         "epoch %d/%d  loss %.4f  val_auroc %.4f  lr %.2e  %.1f s (%.0f img/s)",
         record["epoch"],
         epochs,
