@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from chexflow.data.dataset import MEAN, STD
+from chexflow.files import atomic_file
 
 
 @dataclass(frozen=True)
@@ -208,10 +209,12 @@ def save_backbone(model: nn.Module, path: Path) -> Path:
     """Write ``model``'s state dict as safetensors for ``model.init_checkpoint``.
 
     The classifier is written too; `chexflow.models.load_backbone_weights` drops a head
-    whose shape differs and fine-tuning re-initialises it.
+    whose shape differs and fine-tuning re-initialises it. Written atomically (a reader
+    never sees half a file).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
+    with atomic_file(path, fsync=True) as handle:
+        handle.write(safetensors_bytes(state))
     return path

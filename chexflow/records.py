@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from chexflow.data.labels import metric_key
 
-RunKind = Literal["finetune", "reference", "sweep", "comparison"]
+RunKind = Literal["finetune", "reference", "sweep", "comparison", "pretrain"]
 COMPARED_KINDS: tuple[RunKind, ...] = ("finetune", "reference")
 
 # --- tags -------------------------------------------------------------------------------------
@@ -43,6 +43,10 @@ HOST_TAG = "chexflow.host"
 PROCESS_TAG = "chexflow.process"
 NAMESPACE_TAG = "chexflow.pid_namespace"
 VERSION_RUN_TAG = "run_id"  # on a registered model version: the run it came from
+# A run's starting point (`init_tag_value`): scratch, pretrain:<run id>, hub:<model name> or
+# checkpoint:<sha256 prefix>. The comparison never pools runs of different starting points.
+INIT_TAG = "chexflow.init"
+PRETRAIN_KEY_TAG = "chexflow.pretrain_key"  # on a pretrain run: its cache key
 MAX_FAILURE_LENGTH = 5000
 
 # --- metric keys ------------------------------------------------------------------------------
@@ -65,11 +69,14 @@ EVALUATION_FILE = "evaluation.json"  # in METRICS_DIR
 CLUSTER_METRICS_FILE = "cluster_metrics.json"  # in METRICS_DIR
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILES = ("best.pt", "best.json", "last.json")
+BACKBONE_DIR = "backbone"  # a pretrain run's safetensors backbone and its record
+PRETRAIN_LOSS = "pretrain_loss"  # a pretrain run's mean NT-Xent loss, one step per epoch
 ANALYSIS_DIRS = (PLOTS_DIR, METRICS_DIR, MAPS_DIR)  # logged from the analysis output
 COMPARED_ARTIFACTS = (METRICS_DIR, EMBEDDINGS_DIR, MAPS_DIR)  # what a comparison downloads
 
 # --- registry ---------------------------------------------------------------------------------
 DEFAULT_REGISTERED_MODEL = "chexpert-finetune"
+DEFAULT_PRETRAIN_MODEL = "chexpert-pretrain"
 
 
 def fraction_text(fraction: float) -> str:
@@ -100,6 +107,7 @@ def finetune_run_name(fraction: float, seed: int) -> str:
 
 
 REFERENCE_RUN_NAME = "reference-initial-backbone"
+PRETRAIN_RUN_NAME = "pretrain-simclr"
 
 
 def sweep_run_name(fractions: Sequence[float]) -> str:
@@ -231,6 +239,38 @@ def reference_tags(
     return tags
 
 
+def init_tags(start: str) -> dict[str, str]:
+    """The starting point of a fine-tune or reference run (``INIT_TAG``)."""
+    return {INIT_TAG: start}
+
+
+def init_tag_value(
+    init_checkpoint_sha256: str | None, pretrain_run_id: str | None, hub_model: str | None
+) -> str:
+    """``pretrain:<run id>`` / ``checkpoint:<sha256[:12]>`` / ``hub:<name>`` / ``scratch``.
+
+    A local checkpoint wins over hub weights (it is loaded last, over them); a checkpoint
+    written by the pretraining flow is named by its run.
+    """
+    if pretrain_run_id:
+        return f"pretrain:{pretrain_run_id}"
+    if init_checkpoint_sha256:
+        return f"checkpoint:{init_checkpoint_sha256[:12]}"
+    if hub_model:
+        return f"hub:{hub_model}"
+    return "scratch"
+
+
+def pretrain_tags(model: str, key: str, prefect_run_id: str, images: int) -> dict[str, str]:
+    """Tags of a pretraining run: its backbone, cache key and number of images."""
+    return {
+        MODEL_TAG: model,
+        PRETRAIN_KEY_TAG: key,
+        PREFECT_RUN_TAG: prefect_run_id,
+        "chexflow.pretrain_images": str(images),
+    }
+
+
 def sweep_tags(
     prefect_run_id: str, fractions: Sequence[float], seeds: Sequence[int]
 ) -> dict[str, str]:
@@ -275,6 +315,7 @@ class RunTags:
     previous_attempts: tuple[str, ...]
     reused_training: bool | None
     failure: str | None
+    init: str | None = None
 
     @property
     def is_compared(self) -> bool:
@@ -304,4 +345,5 @@ def read_run_tags(tags: Mapping[str, str]) -> RunTags:
         previous_attempts=tuple(a for a in attempts.split(",") if a),
         reused_training=None if reused is None else reused == "true",
         failure=tags.get(FAILURE_TAG),
+        init=tags.get(INIT_TAG),
     )

@@ -36,6 +36,24 @@ class ReferenceResult(BaseModel):
     silhouette: float | None = None
 
 
+class PretrainingResult(BaseModel):
+    """A pretrained backbone: the run that trained it, its checkpoint and what it cost.
+
+    ``reused`` is true when the cache held it (no training, no new run); ``cpu_seconds``
+    and ``wall_seconds`` are those of the run that trained it.
+    """
+
+    run_id: str | None
+    checkpoint: str
+    key: str
+    model_version: str | None = None
+    reused: bool = False
+    images: int = 0
+    losses: list[float] = []
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
 class ComparisonResult(BaseModel):
     """A comparison run and the report files it wrote (absolute paths)."""
 
@@ -53,3 +71,4 @@ class SweepResult(BaseModel):
     runs: list[FinetuneResult]
     reference: ReferenceResult | None = None
     comparison: ComparisonResult | None = None
+    pretraining: PretrainingResult | None = None
