@@ -35,6 +35,7 @@ class RunRecord:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     kind: str = "finetune"
     feature_array: np.ndarray | None = None
+    start: str = ""  # the starting point (records.INIT_TAG): scratch, pretrain:<run>, ...
 
     @property
     def label(self) -> str:
@@ -105,6 +106,7 @@ def load_run_record(run_id: str, tags: dict[str, str], directory: Path) -> RunRe
         table=table,
         maps=maps,
         kind=tagged.kind or "finetune",
+        start=tagged.init or "",
     )
 
 

@@ -30,6 +30,12 @@ FULL = {
         "train.batch_size=32",
         "train.lr=0.002",
         "train.bootstrap=200",
+        # SimCLR pretraining first (flows/pretrain.py), sized to about a minute of CPU
+        # on 2 cores: docs/BENCHMARKS.md ("Pretraining in the demo").
+        "model.init_from_pretraining=true",
+        "pretrain.epochs=2",
+        "pretrain.max_images=400",
+        "pretrain.batch_size=64",
     ],
     "fractions": [0.01, 0.1],
 }
@@ -43,6 +49,10 @@ QUICK = {
         "train.bootstrap=50",
         "analysis.bootstrap=50",
         "analysis.kmeans_seeds=2",
+        "model.init_from_pretraining=true",  # one brief epoch: the smoke test covers the path
+        "pretrain.epochs=1",
+        "pretrain.max_images=128",
+        "pretrain.batch_size=64",
     ],
     "fractions": [0.05, 0.25],
 }

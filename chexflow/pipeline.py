@@ -238,9 +238,19 @@ def image_cache_dir(cfg: DataConfig, workdir: Path) -> Path:
 
 
 def build_dataset(
-    prepared: PreparedData, name: str, classes: Sequence[str], cfg: DataConfig, workdir: Path
+    prepared: PreparedData,
+    name: str,
+    classes: Sequence[str],
+    cfg: DataConfig,
+    workdir: Path,
+    *,
+    augment: bool = False,
 ) -> tuple[ChexpertImages, pd.DataFrame]:
-    """A torch dataset over one of the prepared frames, images from the shared cache."""
+    """A torch dataset over one of the prepared frames, images from the shared cache.
+
+    ``augment`` (``train.augment``, the training frame only) jitters each batch, seeded
+    by the run's seed and the batch's indices (`ChexpertImages`).
+    """
     frame = prepared.frame(name)
     images = load_images(
         Path(prepared.dataset_root),
@@ -249,7 +259,7 @@ def build_dataset(
         image_cache_dir(cfg, workdir),
     )
     targets, mask = label_targets(frame, classes, cfg.label_policy)
-    return ChexpertImages(images, targets, mask), frame
+    return ChexpertImages(images, targets, mask, augment=augment, seed=prepared.seed), frame
 
 
 def training_fingerprint(
@@ -277,7 +287,9 @@ def train_model(
     from chexflow.train import fit, seed_everything
 
     classes = head_classes(model_cfg)
-    train_set, _ = build_dataset(prepared, "train", classes, data_cfg, workdir)
+    train_set, _ = build_dataset(
+        prepared, "train", classes, data_cfg, workdir, augment=train_cfg.augment
+    )
     val_set, _ = build_dataset(prepared, "val", classes, data_cfg, workdir)
     seed = prepared.seed
     workers = loader_workers(train_cfg.num_workers, train_cfg.device)

@@ -105,6 +105,24 @@ def finetune(
 
 @app.command()
 @user_errors
+def pretrain(
+    data: Annotated[Path, typer.Option("--data", help="Dataset root (holds train.csv).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    force: Annotated[bool, typer.Option(help="Pretrain again even if it is cached.")] = False,
+) -> None:
+    """Pretrain the backbone (SimCLR, no labels) on the training pool; log and register it."""
+    cfg, api_started = _prepare_training(config, set_, data, workdir)
+    from flows.pretrain import pretrain as pretrain_flow
+
+    result = _run_flow(pretrain_flow, api_started, str(data), cfg, str(workdir), force=force)
+    typer.echo(json.dumps(result.model_dump(), indent=2))
+    typer.echo(f"fine-tune from it: --set model.init_checkpoint={result.checkpoint}")
+
+
+@app.command()
+@user_errors
 def sweep(
     data: Annotated[Path, typer.Option("--data", help="Dataset root (holds train.csv).")],
     fractions: Annotated[str, typer.Option(help="Comma-separated, each in (0, 1].")] = "0.01,0.1",
@@ -284,6 +302,10 @@ def _print_sweep(result: SweepResult, workdir: Path) -> None:
         auroc = run.val_auroc_mean
         score = f"mean AUROC {auroc:.3f}" if auroc is not None else "mean AUROC undefined"
         typer.echo(f"  fraction {run.fraction:g} seed {run.seed}: run {run.run_id}, {score}")
+    if result.pretraining:
+        p = result.pretraining
+        how = "reused" if p.reused else f"{p.cpu_seconds:.0f} s CPU on {p.images} images"
+        typer.echo(f"  pretrained backbone: run {p.run_id} ({how})")
     if result.reference:
         typer.echo(f"  initial backbone (0%): run {result.reference.run_id}")
     if result.comparison:

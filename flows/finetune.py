@@ -11,9 +11,11 @@ from pydantic import Field
 
 from chexflow import pipeline, records
 from chexflow.config import ChexflowConfig
+from chexflow.pretrain_step import starting_point
 from chexflow.results import FinetuneResult
 from chexflow.tracking import BatchedMetricLogger, make_tracker
 from flows._common import absolute, check_inputs, closing_run, publish_markdown, publish_run_links
+from flows.pretrain import pretrained_start
 from flows.summaries import finetune_markdown
 from tasks import finetune as steps
 from tasks import tracking as mlflow_tasks
@@ -40,6 +42,7 @@ def finetune(
     """
     workdir, data_dir = absolute(workdir), absolute(data_dir)
     check_inputs(config, workdir)  # before any MLflow run exists (nothing half-written)
+    config, _ = pretrained_start(data_dir, config, workdir)  # a sweep has done it already
     tracker = make_tracker(config.tracking.experiment, Path(workdir))
     prepared = steps.prepare_data(data_dir, config.data, fraction, seed, workdir)
     steps.check_room(prepared, config.data, workdir)
@@ -56,6 +59,7 @@ def finetune(
         sweep_id,
         previous,
     )
+    tags.update(records.init_tags(starting_point(config.model)))
     run_id = mlflow_tasks.start_run(tracker, "finetune", name, tags, parent_run_id=sweep_id)
     get_run_logger().info(
         "MLflow run %s (%s), %d training images of %d patients",

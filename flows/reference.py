@@ -9,9 +9,11 @@ from prefect.runtime import flow_run
 
 from chexflow import records
 from chexflow.config import ChexflowConfig
+from chexflow.pretrain_step import starting_point
 from chexflow.results import ReferenceResult
 from chexflow.tracking import make_tracker
 from flows._common import absolute, closing_run
+from flows.pretrain import pretrained_start
 from tasks import finetune as steps
 from tasks import tracking as mlflow_tasks
 
@@ -30,10 +32,12 @@ def reference(
     """
     workdir, data_dir = absolute(workdir), absolute(data_dir)
     tracker = make_tracker(config.tracking.experiment, Path(workdir))
+    config, _ = pretrained_start(data_dir, config, workdir)  # a sweep has done it already
     prepared = steps.prepare_data(data_dir, config.data, 0.0, 0, workdir)
     tags = records.reference_tags(
         config.model.name, prepared.eval_digest, str(flow_run.id), sweep_id
     )
+    tags.update(records.init_tags(starting_point(config.model)))
     run_id = mlflow_tasks.start_run(
         tracker, "reference", records.REFERENCE_RUN_NAME, tags, parent_run_id=sweep_id
     )

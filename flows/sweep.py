@@ -18,6 +18,7 @@ from chexflow.tracking import make_tracker
 from flows._common import absolute, check_inputs, closing_run
 from flows.compare import compare
 from flows.finetune import finetune
+from flows.pretrain import pretrained_start
 from flows.reference import reference
 from tasks import tracking as mlflow_tasks
 
@@ -65,6 +66,9 @@ def sweep(
     )
     get_run_logger().info("Sweep %s: fractions %s × seeds %s", sweep_id, fractions, seeds)
     with closing_run(tracker, sweep_id):
+        # model.init_from_pretraining: every fraction and the 0% reference start from one
+        # pretrained backbone (run or reused here), recorded as each run's chexflow.init.
+        config, pretraining = pretrained_start(data_dir, config, workdir, force=force)
         mlflow_tasks.log_config(tracker, sweep_id, config)
         grid = [(f, s) for f in fractions for s in seeds]
         if dispatch_to == "local":
@@ -96,4 +100,10 @@ def sweep(
             comparison = compare(
                 run_ids=compared, config=config, workdir=workdir, parent_run_id=sweep_id
             )
-    return SweepResult(sweep_id=sweep_id, runs=children, reference=baseline, comparison=comparison)
+    return SweepResult(
+        sweep_id=sweep_id,
+        runs=children,
+        reference=baseline,
+        comparison=comparison,
+        pretraining=pretraining,
+    )

@@ -68,6 +68,7 @@ def run_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
                 "fraction": r.fraction,
                 "seed": r.seed,
                 "model": r.model,
+                "start": r.start or None,  # records.INIT_TAG; None: not recorded
                 "kind": r.kind,
                 "reference": r.is_reference,
                 "auroc_mean": {
