@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
+from test_report import assert_numbers_traceable
 
 from chexflow.analysis.run_analysis import analyse_embeddings
 from chexflow.comparison import RunRecord
@@ -305,7 +306,9 @@ def test_a_class_of_eight_patients_gets_numbers_but_no_verdict_and_no_call() -> 
     assert entry["silhouette"]["by_fraction"][0]["value"] is not None
     assert all(row["verdict"]["compactness"] is None for row in entry["by_fraction"])
     assert {ch["call"] for ch in entry["silhouette"]["changes"]} == {"too few patients"}
-    line = next(x for x in render_markdown(c).splitlines() if x.startswith("- **Cardiomegaly**"))
+    markdown = render_markdown(c)
+    assert_numbers_traceable(c, markdown)
+    line = next(x for x in markdown.splitlines() if x.startswith("- **Cardiomegaly**"))
     assert "too few patients (n = 8)" in line
     assert not any(word in line for word in ("compact", "loose", "diffuse", "significant"))
     assert all(
@@ -372,7 +375,9 @@ def test_a_fraction_no_better_than_the_initial_backbone_is_said_so() -> None:
     c = build_comparison(runs)
     bar = {(b["key"], b["to"]): b["beats"] for b in c["conclusion"]["reference_bar"]}
     assert bar[("silhouette", 0.01)] is False and bar[("silhouette", 0.1)] is True
-    assert "not beaten on silhouette at 1%" in render_markdown(c)
+    markdown = render_markdown(c)
+    assert "not beaten on silhouette at 1%" in markdown
+    assert_numbers_traceable(c, markdown)
 
 
 # ---------------------------------------------------------------- (5) certain labels, policy
@@ -418,5 +423,6 @@ def test_two_models_are_analysed_apart_and_their_contrasts_set_side_by_side() ->
     assert c["by_model"]["agreement"]["silhouette"]["same_direction"] is False
     markdown = render_markdown(c)
     assert "Headline contrasts per model" in markdown and "directions disagree" in markdown
+    assert_numbers_traceable(c, markdown)
     with pytest.raises(ChexflowError, match="2 models"):
         build_context(rising + falling)  # the grouping itself never pools two models
