@@ -444,3 +444,107 @@ def test_the_flow_sizes_the_image_cache_before_its_mlflow_run_starts(
         finetune(str(tiny_dataset), 0.5, 0, config, str(tmp_path / "work"))
     assert not (tmp_path / "work" / "mlflow.db").exists(), "no MLflow run was started"
     assert not (tmp_path / "work" / "checkpoints").exists()
+
+
+# --- issue 16 §4: the temporary Prefect API ends with its command --------------------------
+
+
+def _api_children(pid: int) -> list[tuple[int, int]]:
+    """(pid, port) of the uvicorn processes (the temporary Prefect API) whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == pid and b"uvicorn" in argv:
+            found.append((int(entry.name), int(argv[argv.index(b"--port") + 1])))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_command_leaves_no_prefect_api_behind(
+    tiny_dataset: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    # Before: the API (uvicorn, ~230 MB and a port) ran on under PID 1 after kill -9 / -15.
+    env = _clean_env(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+    command = subprocess.Popen(
+        _finetune_args(tiny_dataset, tmp_path / "work", epochs=50), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not (api := _api_children(command.pid)) and time.monotonic() < deadline:
+            assert command.poll() is None, "the command ended before its API started"
+            time.sleep(0.2)
+        ((api_pid, port),) = api
+        command.send_signal(sig)
+        command.wait(timeout=60)
+        deadline = time.monotonic() + 20
+        while not (_gone(api_pid) and _port_free(port)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(api_pid), f"the temporary API (pid {api_pid}) outlived its command"
+        assert _port_free(port)
+    finally:
+        if command.poll() is None:
+            command.kill()
+
+
+@pytest.mark.slow
+def test_an_api_that_does_not_come_up_stops_the_command_in_one_line(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    # Before: an API that exited with code 3 at start-up (a database it could not open)
+    # was restarted without end: with %20 in the workdir the command hung for 8 minutes.
+    env = _clean_env(
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="15",
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db",
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        _finetune_args(tiny_dataset, tmp_path / "work"), env=env, capture_output=True,
+        text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert time.monotonic() - started < 120
+    # (the lines before it are the API process's own start-up error, on the shared stderr)
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: the temporary Prefect API did not answer within 15 s")
+    time.sleep(2)  # the watcher's SIGTERM
+    assert _apis_started_for(str(tmp_path)) == []
+
+
+def _apis_started_for(marker: str) -> list[int]:
+    """uvicorn processes whose environment mentions ``marker`` (whoever their parent is now)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            api = b"uvicorn" in (entry / "cmdline").read_bytes() and not _gone(int(entry.name))
+            if api and marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found
