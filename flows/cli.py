@@ -205,7 +205,7 @@ def demo(
     settings = demo_settings(quick)
     _check_run_inputs(settings.config, workdir)
     configure_environment(workdir)
-    api_started = _start_prefect_api()  # boots while the demo data is written
+    api_started = _start_run_services(settings.config, workdir)  # boots while the data is written
     data = ensure_demo_data(workdir, settings)
     from flows.sweep import sweep as sweep_flow
 
@@ -229,7 +229,31 @@ def _prepare_training(
     _require_dir(data, "--data")
     _check_run_inputs(cfg, workdir)
     configure_environment(workdir)
-    return cfg, _start_prefect_api()
+    return cfg, _start_run_services(cfg, workdir)
+
+
+def _start_run_services(cfg: Any, workdir: Path) -> Callable[[], None]:
+    """Once the input is checked: the threads, the local API and the workdir's MLflow
+    database; call the result before running a flow.
+
+    The load of other work is sampled before the API's start-up adds its own
+    (``chexflow.runtime``); a new workdir's Prefect and MLflow databases start from
+    templates of migrated, empty ones (``flows.databases``)."""
+    from chexflow.runtime import configure, other_busy_cores
+    from flows.databases import seed_mlflow_database, seed_prefect_home
+
+    busy = other_busy_cores()
+    keep_prefect_template = seed_prefect_home()
+    api_started = _start_prefect_api()
+    mlflow_ready = seed_mlflow_database(workdir)
+    configure(cfg.train.threads, cfg.train.num_workers, cfg.train.device, busy=busy)
+
+    def ready() -> None:
+        mlflow_ready()
+        api_started()
+        keep_prefect_template()
+
+    return ready
 
 
 def _check_run_inputs(cfg: Any, workdir: Path) -> None:

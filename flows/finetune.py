@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from chexflow import pipeline, records
+from chexflow import pipeline, records, runtime
 from chexflow.config import ChexflowConfig
 from chexflow.pretrain_step import starting_point
 from chexflow.results import FinetuneResult
@@ -42,6 +42,10 @@ def finetune(
     """
     workdir, data_dir = absolute(workdir), absolute(data_dir)
     check_inputs(config, workdir)  # before any MLflow run exists (nothing half-written)
+    parallelism = runtime.configure(
+        config.train.threads, config.train.num_workers, config.train.device
+    )
+    get_run_logger().info("Parallelism: %s", parallelism.describe())
     config, _ = pretrained_start(data_dir, config, workdir)  # a sweep has done it already
     tracker = make_tracker(config.tracking.experiment, Path(workdir))
     prepared = steps.prepare_data(data_dir, config.data, fraction, seed, workdir)

@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from chexflow import records
+from chexflow import records, runtime
 from chexflow.config import ChexflowConfig
 from chexflow.pretrain_step import starting_point
 from chexflow.results import ReferenceResult
@@ -31,6 +31,10 @@ def reference(
     The comparison uses it as the baseline that fine-tuning on labels moves away from.
     """
     workdir, data_dir = absolute(workdir), absolute(data_dir)
+    parallelism = runtime.configure(
+        config.train.threads, config.train.num_workers, config.train.device
+    )
+    get_run_logger().info("Parallelism: %s", parallelism.describe())
     tracker = make_tracker(config.tracking.experiment, Path(workdir))
     config, _ = pretrained_start(data_dir, config, workdir)  # a sweep has done it already
     prepared = steps.prepare_data(data_dir, config.data, 0.0, 0, workdir)
