@@ -65,6 +65,7 @@ PLOTS_DIR = "plots"
 CHECKPOINTS_DIR = "checkpoints"
 DATA_DIR = "data"
 REPORT_DIR = "report"
+EXPLORER_FILE = "explorer.html"  # in REPORT_DIR: the interactive page of the aligned maps
 EVALUATION_FILE = "evaluation.json"  # in METRICS_DIR
 CLUSTER_METRICS_FILE = "cluster_metrics.json"  # in METRICS_DIR
 CONFIG_FILE = "config.yaml"

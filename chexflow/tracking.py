@@ -29,6 +29,8 @@ from chexflow.errors import ChexflowError
 from chexflow.procinfo import is_running, start_ticks
 from chexflow.records import (
     COMPARED_KINDS,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     FAILURE_TAG,
     HOST_TAG,
     KIND_TAG,
@@ -74,7 +76,11 @@ class Tracker:
         return MlflowClient(self.tracking_uri)
 
     def experiment_id(self) -> str:
-        """The experiment's id, created on first use."""
+        """The experiment's id, created on first use as a model-training experiment.
+
+        The kind tag (``records.EXPERIMENT_KIND``) makes MLflow 3's UI open it on its runs;
+        an experiment created without it (by another client) gets it here.
+        """
         client = self.client
         try:
             found = client.get_experiment_by_name(self.experiment)
@@ -83,10 +89,14 @@ class Tracker:
                 f"MLflow at {self.tracking_uri} is not reachable: {exc.message.splitlines()[0]}"
             ) from exc
         if found is not None:
+            if EXPERIMENT_KIND_TAG not in found.tags:
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return found.experiment_id
         try:
             return client.create_experiment(
-                self.experiment, artifact_location=self.artifact_location
+                self.experiment,
+                artifact_location=self.artifact_location,
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
             )
         except MlflowException:  # created concurrently by another worker
             found = client.get_experiment_by_name(self.experiment)

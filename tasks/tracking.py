@@ -179,9 +179,35 @@ def log_config(tracker: Tracker, run_id: str, config: ChexflowConfig) -> None:
 
 @task(name="mlflow-log-report", **RETRY)
 def log_report(tracker: Tracker, run_id: str, report_dir: str, config: ChexflowConfig) -> None:
-    """A comparison's report files under ``report/``, and its configuration."""
-    tracker.log_artifacts(run_id, Path(report_dir), records.REPORT_DIR)
+    """A comparison's report files under ``report/`` and its configuration; its headline
+    contrasts as metrics and its conclusion, with links to report.html, as the run's
+    description (what the MLflow UI shows first)."""
+    report = Path(report_dir)
+    tracker.log_artifacts(run_id, report, records.REPORT_DIR)
     tracker.log_text(run_id, config_to_yaml(config), records.CONFIG_FILE)
+    conclusion = json.loads((report / "comparison.json").read_text()).get("conclusion") or {}
+    tracker.log_metrics(run_id, records.contrast_metrics(conclusion))
+    markdown = (report / "report.md").read_text()
+    note = records.comparison_note(
+        _section(markdown, "Conclusion"),
+        tracker.experiment_id(),
+        run_id,
+        str((report / "report.html").resolve()),
+    )
+    tracker.set_tags(run_id, {records.NOTE_TAG: note})
+
+
+def _section(markdown: str, title: str) -> str:
+    """The body of the ``## <title>`` section of a Markdown text ("" when absent)."""
+    lines, inside = [], False
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            if inside:
+                break
+            inside = line[3:].strip() == title
+        elif inside:
+            lines.append(line)
+    return "\n".join(lines).strip()
 
 
 @task(name="mlflow-run-url", **RETRY)
