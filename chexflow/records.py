@@ -48,6 +48,12 @@ VERSION_RUN_TAG = "run_id"  # on a registered model version: the run it came fro
 INIT_TAG = "chexflow.init"
 PRETRAIN_KEY_TAG = "chexflow.pretrain_key"  # on a pretrain run: its cache key
 MAX_FAILURE_LENGTH = 5000
+NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
+MAX_NOTE_LENGTH = 7500  # MLflow keeps tag values up to 8000 characters
+# The experiment's kind: MLflow 3's UI opens an experiment of this kind on its runs (model
+# training), not on the GenAI traces view; "custom_model_development" is the UI's value.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 # --- metric keys ------------------------------------------------------------------------------
 MEAN_AUROC = "val_auroc_mean"
@@ -291,6 +297,64 @@ def comparison_tags(
     if sweep_id:
         tags[SWEEP_TAG] = sweep_id
     return tags
+
+
+# The headline contrasts of a comparison (smallest labelled fraction -> largest), as metrics:
+# ``contrast/<measure>`` is the change, ``contrast/<measure>_ci_low|_ci_high`` its interval.
+CONTRAST_MEASURES: Mapping[str, tuple[str, str]] = {
+    "auroc_mean": ("downstream", "mean"),
+    "silhouette": ("representation", "silhouette"),
+    "knn_accuracy": ("representation", "knn_accuracy"),
+    "davies_bouldin": ("representation", "davies_bouldin"),
+}
+
+
+def contrast_key(measure: str, bound: Literal["", "ci_low", "ci_high"] = "") -> str:
+    """``contrast/silhouette``, ``contrast/silhouette_ci_low``: a headline contrast metric."""
+    return f"contrast/{measure}" + (f"_{bound}" if bound else "")
+
+
+def contrast_metrics(conclusion: Mapping[str, Any]) -> dict[str, float]:
+    """The headline contrasts of ``comparison.json``'s ``conclusion`` as metrics.
+
+    Each measure gives its change (``delta``) and the bounds of its interval; a measure or
+    bound the comparison did not compute (one fraction, no resamples) is left out.
+    """
+    out: dict[str, float] = {}
+    for measure, (section, name) in CONTRAST_MEASURES.items():
+        change = (conclusion.get(section) or {}).get(name) or {}
+        for bound, field_name in (("", "delta"), ("ci_low", "ci_low"), ("ci_high", "ci_high")):
+            value = change.get(field_name)
+            if isinstance(value, int | float) and value == value:  # not None, not NaN
+                out[contrast_key(measure, bound)] = float(value)  # type: ignore[arg-type]
+    return out
+
+
+def comparison_note(
+    conclusion_markdown: str, experiment_id: str, run_id: str, report_path: str
+) -> str:
+    """The comparison run's description: the conclusion, then links to its report.html.
+
+    The links are relative to the MLflow UI (they work on any host it is served from): the
+    run's artifact view, which renders the HTML, and the raw file (a download).
+
+    Args:
+        conclusion_markdown: The report's conclusion (Markdown), cut to fit MLflow's limit.
+        experiment_id: The comparison run's experiment.
+        run_id: The comparison run.
+        report_path: Where the comparison wrote report.html on the machine that ran it.
+    """
+    html = f"{REPORT_DIR}/report.html"
+    tail = (
+        f"\n\n**Full report**: [open report.html]"
+        f"(#/experiments/{experiment_id}/runs/{run_id}/artifacts/{html}) · "
+        f"[download](get-artifact?path={html}&run_uuid={run_id}) · written to `{report_path}`"
+    )
+    room = MAX_NOTE_LENGTH - len(tail)
+    body = conclusion_markdown.strip()
+    if len(body) > room:
+        body = body[: room - 40].rsplit(" ", 1)[0] + " … (continued in the report)"
+    return body + tail
 
 
 def model_version_tags(fraction: float, seed: int, run_id: str) -> dict[str, str]:
