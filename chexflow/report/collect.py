@@ -59,23 +59,38 @@ def bounds(key: str) -> tuple[float | None, float | None]:
     return next((b for prefix, b in BOUNDS if key.startswith(prefix)), (None, None))
 
 
-def _ci(block: dict[str, Any] | None) -> dict[str, Any]:
+def _ci(block: dict[str, Any] | None, unit: str = "image") -> dict[str, Any]:
+    """A logged ``{value, ci_low, ci_high}``; ``unit``: what the run resampled (runs
+    logged before patient resampling resampled images)."""
     if not block:
         return interval(None)
-    return interval(block.get("value"), block.get("ci_low"), block.get("ci_high"))
+    return interval(
+        block.get("value"), block.get("ci_low"), block.get("ci_high"), "bootstrap", unit=unit
+    )
 
 
 def _point(value: Any) -> dict[str, Any]:
     return interval(value)
 
 
+def _unit(m: dict[str, Any]) -> str:
+    return m.get("bootstrap", {}).get("unit", "image")
+
+
 def auroc_quantities(record: RunRecord) -> Quantities:
     """Mean and per-class AUROC of the fine-tuned head with their bootstrap CIs."""
     a = record.auroc
-    out = {"auroc/mean": interval(a.get("mean"), a.get("mean_ci_low"), a.get("mean_ci_high"))}
+    unit = a.get("bootstrap", {}).get("unit", "image")
+    out = {
+        "auroc/mean": interval(
+            a.get("mean"), a.get("mean_ci_low"), a.get("mean_ci_high"), "bootstrap", unit=unit
+        )
+    }
     for name, block in a.get("classes", {}).items():
         if block.get("defined", True):
-            out[f"auroc/{name}"] = interval(block["auroc"], block["ci_low"], block["ci_high"])
+            out[f"auroc/{name}"] = interval(
+                block["auroc"], block["ci_low"], block["ci_high"], "bootstrap", unit=unit
+            )
     return out
 
 
@@ -84,9 +99,9 @@ def overall_quantities(m: dict[str, Any]) -> Quantities:
     kmeans = m.get("kmeans", {})
     probe = m.get("linear_probe", {})
     return {
-        "overall/silhouette": _ci(m.get("silhouette")),
-        "overall/davies_bouldin": _ci(m.get("davies_bouldin")),
-        "overall/knn_accuracy": _ci(m.get("knn", {}).get("accuracy")),
+        "overall/silhouette": _ci(m.get("silhouette"), _unit(m)),
+        "overall/davies_bouldin": _ci(m.get("davies_bouldin"), _unit(m)),
+        "overall/knn_accuracy": _ci(m.get("knn", {}).get("accuracy"), _unit(m)),
         "overall/calinski_harabasz": _point(m.get("calinski_harabasz")),
         "overall/kmeans_nmi": _point(kmeans.get("nmi", {}).get("mean")),
         "overall/kmeans_ari": _point(kmeans.get("ari", {}).get("mean")),
@@ -110,7 +125,7 @@ def class_quantities(m: dict[str, Any]) -> Quantities:
     distances = rel.get("centroid_distances", {}).get("matrix")
     out: Quantities = {}
     for i, c in enumerate(classes):
-        out[f"silhouette/{c}"] = _ci(m["silhouette_by_class"].get(c))
+        out[f"silhouette/{c}"] = _ci(m["silhouette_by_class"].get(c), _unit(m))
         out[f"cohesion/{c}"] = _point(cohesion.get(c))
         out[f"separation/{c}"] = _point(separation.get(c, {}).get("distance"))
         out[f"purity/{c}"] = _point(mixing[i][i])
