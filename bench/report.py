@@ -82,7 +82,7 @@ SECTIONS: list[tuple[str, str, str]] = [
     ),
     (
         "commands",
-        "8. Whole commands: start to exit, and the time to the first training step",
+        "9. Whole commands: start to exit, and the time to the first training step",
         "What a user waits for, as whole processes in fresh workdirs (imports, the Prefect "
         "API, a new MLflow database, the work, the exit): `chexflow sweep` on a small "
         "workload (one fraction, the 0% reference, the comparison) against `python -m "
@@ -485,11 +485,11 @@ def write_report(
         "may be shared with other work: compare numbers within one file.",
         "",
         "Sizes: `make bench` runs the default suite (≤ ~25 min on 2 idle cores, ~10 of them "
-        "the whole commands of section 8); "
+        "the whole commands of section 9); "
         "`python -m bench.run_all --large` adds resnet18 at 128 px, the sweep at the demo's "
         "workload, the `chexflow sweep` command-line timings, the t-SNE race at 50k, the "
         "analysis stage at 100k and 20k, 50k and 100k on the scaling curve, and more "
-        "rounds of the whole-command figures (section 8). The GPU benchmark "
+        "rounds of the whole-command figures (section 9). The GPU benchmark "
         "writes `skipped` without CUDA; on a CUDA machine: "
         "`python -m bench.bench_gpu --quick` (< 5 min on one H100).",
         "",

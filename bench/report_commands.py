@@ -113,14 +113,14 @@ def threads_section(results: dict[str, dict[str, Any] | None]) -> list[str]:
     threads = _get(results.get("commands"), "results", "threads") or {}
     pinned = [k for k in threads if k not in ("automatic", "runs")]
     measured = (
-        f"In section 8, `chexflow sweep` took {_s(_get(threads, 'automatic', 's', 'median'))} "
+        f"In section 9, `chexflow sweep` took {_s(_get(threads, 'automatic', 's', 'median'))} "
         "s with the automatic setting, "
         + ", ".join(
             f"{_s(_get(threads, k, 's', 'median'))} s pinned to train.threads={k}" for k in pinned
         )
         + " (whole processes, rotating order, at the load in that section's machine line)."
         if threads
-        else "Section 8's threads comparison has not been run yet (`--threads`)."
+        else "Section 9's threads comparison has not been run yet (`--threads`)."
     )
     return [
         "## Threads and loader workers",
