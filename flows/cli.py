@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from chexflow import records
 from chexflow.environment import apply_environment_defaults
 from chexflow.errors import ChexflowError
 from chexflow.results import SweepResult
@@ -164,6 +165,13 @@ def compare(
     runs: Annotated[str | None, typer.Option(help="Comma-separated fine-tune run ids.")] = None,
     aliases: Annotated[str | None, typer.Option(help="Registry aliases, comma-separated.")] = None,
     model: Annotated[str | None, typer.Option(help="Registered model of the aliases.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="The runs' dataset folder: thumbnails and full labels in explorer.html.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
@@ -173,6 +181,8 @@ def compare(
     if len(chosen) != 1:
         raise ChexflowError("give exactly one of --sweep ID, --runs ID,ID or --aliases A,B")
     cfg = _load_config(config, set_)
+    if data is not None and not data.is_dir():
+        raise ChexflowError(f"--data {data}: not a directory")
     from chexflow.pipeline import check_workdir
 
     check_workdir(workdir)  # creates it: Prefect's local API keeps its database there
@@ -189,8 +199,10 @@ def compare(
         aliases=parse_list(aliases, str, "--aliases") if aliases else None,
         config=cfg,
         workdir=str(workdir),
+        data_dir=str(data) if data is not None else None,
     )
     typer.echo(f"report: {result.html}")
+    typer.echo(f"explorer: {Path(result.html).with_name(records.EXPLORER_FILE)}")
 
 
 @app.command()
@@ -334,6 +346,7 @@ def _print_sweep(result: SweepResult, workdir: Path) -> None:
         typer.echo(f"  initial backbone (0%): run {result.reference.run_id}")
     if result.comparison:
         typer.echo(f"report: {result.comparison.html}")
+        typer.echo(f"explorer: {Path(result.comparison.html).with_name(records.EXPLORER_FILE)}")
     uri = default_tracking_uri(workdir)
     if uri.startswith("sqlite:"):
         mlflow = Path(sys.executable).parent / "mlflow"

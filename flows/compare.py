@@ -27,12 +27,15 @@ def compare(
     config: ChexflowConfig = ChexflowConfig(),
     workdir: str = ".chexflow",
     parent_run_id: str | None = None,
+    data_dir: str | None = None,
 ) -> ComparisonResult:
     """Write the differential analysis of finished fine-tune runs.
 
     Select the runs by a sweep id, explicit MLflow run ids, or registry aliases of a model;
     download their metrics, embeddings and maps; refuse runs with different evaluation sets;
-    write report.md, report.html and comparison.json to a comparison run in MLflow.
+    write report.md, report.html, comparison.json and the interactive explorer.html to a
+    comparison run in MLflow. ``data_dir``, the runs' dataset folder, gives the explorer its
+    radiograph thumbnails and full labels (without it: positives only, no thumbnails).
     """
     workdir = absolute(workdir)
     tracker = make_tracker(config.tracking.experiment, Path(workdir))
@@ -51,6 +54,9 @@ def compare(
     )
     with closing_run(tracker, run_id):
         paths = steps.report(compared, str(work / records.REPORT_DIR))
+        steps.explorer(
+            compared, str(work / records.REPORT_DIR), absolute(data_dir) if data_dir else None
+        )
         mlflow_tasks.log_report(tracker, run_id, str(work / records.REPORT_DIR), config)
     get_run_logger().info("Report of %d runs: %s", len(compared), paths["html"])
     publish_markdown(

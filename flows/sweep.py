@@ -98,7 +98,11 @@ def sweep(
         if run_compare:
             compared = [c.run_id for c in children] + ([baseline.run_id] if baseline else [])
             comparison = compare(
-                run_ids=compared, config=config, workdir=workdir, parent_run_id=sweep_id
+                run_ids=compared,
+                config=config,
+                workdir=workdir,
+                parent_run_id=sweep_id,
+                data_dir=data_dir,
             )
     return SweepResult(
         sweep_id=sweep_id,

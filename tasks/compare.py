@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from chexflow.comparison import RunRecord, load_run_record
 from chexflow.errors import ChexflowError
-from chexflow.records import COMPARED_ARTIFACTS, read_run_tags
+from chexflow.records import COMPARED_ARTIFACTS, EXPLORER_FILE, read_run_tags
 from chexflow.report import write_report
 from chexflow.tracking import Tracker, runs_by_id, runs_of_sweep
 from tasks.tracking import retry_io_only
@@ -66,6 +66,15 @@ def download_run(
     """Fetch a run's metrics, embeddings and maps from MLflow into ``dst``."""
     directory = tracker.download(artifact_uri, COMPARED_ARTIFACTS, Path(dst) / run_id)
     return load_run_record(run_id, tags, directory)
+
+
+@task(name="write-explorer", cache_policy=NO_CACHE)
+def explorer(records: list[RunRecord], out_dir: str, data_dir: str | None) -> str:
+    """The interactive page of the aligned maps (``explorer.html`` beside the report)."""
+    from chexflow.explorer import write_comparison_explorer
+
+    page = Path(out_dir) / EXPLORER_FILE
+    return str(write_comparison_explorer(records, page, Path(data_dir) if data_dir else None))
 
 
 @task(name="write-report", cache_policy=NO_CACHE)
