@@ -18,7 +18,21 @@ from tasks import compare as steps
 from tasks import tracking as mlflow_tasks
 
 
-@flow(name="compare", persist_result=True, result_serializer="json", log_prints=True)
+def run_name() -> str:
+    """``compare-sweep-<id>``, ``compare-3-runs`` or ``compare-aliases-a-b``: what it compares."""
+    parameters = flow_run.parameters
+    if parameters.get("run_ids"):
+        return f"compare-{len(parameters['run_ids'])}-runs"
+    if parameters.get("aliases"):
+        return "compare-aliases-" + "-".join(parameters["aliases"])
+    sweep_id = parameters.get("sweep_id") or parameters.get("parent_run_id")
+    return f"compare-sweep-{sweep_id[:8]}" if sweep_id else "compare"
+
+
+@flow(
+    name="compare", flow_run_name=run_name, persist_result=True, result_serializer="json",
+    log_prints=True,
+)  # fmt: skip
 def compare(
     sweep_id: str | None = None,
     run_ids: list[str] | None = None,

@@ -10,8 +10,9 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from chexflow import pipeline, records, runtime
-from chexflow.config import ChexflowConfig
+from chexflow.config import ChexflowConfig, Seed
 from chexflow.pretrain_step import starting_point
+from chexflow.progress import EpochProgress
 from chexflow.results import FinetuneResult
 from chexflow.tracking import BatchedMetricLogger, make_tracker
 from flows._common import absolute, check_inputs, closing_run, publish_markdown, publish_run_links
@@ -23,11 +24,23 @@ from tasks import tracking as mlflow_tasks
 Fraction = Annotated[float, Field(gt=0, le=1, description="Share of training patients, (0, 1].")]
 
 
-@flow(name="finetune", persist_result=True, result_serializer="json", log_prints=True)
+def run_name() -> str:
+    """``finetune-1pct-seed0``: the flow run says what it trains (Prefect UI, sweeps)."""
+    parameters = flow_run.parameters
+    return records.finetune_run_name(parameters["fraction"], parameters.get("seed", 0))
+
+
+@flow(
+    name="finetune",
+    flow_run_name=run_name,
+    persist_result=True,
+    result_serializer="json",
+    log_prints=True,
+)
 def finetune(
     data_dir: str,
     fraction: Fraction,
-    seed: int = 0,
+    seed: Seed = 0,
     config: ChexflowConfig = ChexflowConfig(),
     workdir: str = ".chexflow",
     sweep_id: str | None = None,
@@ -74,7 +87,11 @@ def finetune(
     )
     with closing_run(tracker, run_id):
         metric_logger = BatchedMetricLogger(tracker, run_id)
-        trained, reused = steps.train_or_reuse(prepared, config, workdir, force, [metric_logger])
+        # One line per epoch in the run's log (the console of the CLI, the Prefect UI).
+        progress = EpochProgress(config.train.epochs, get_run_logger())
+        trained, reused = steps.train_or_reuse(
+            prepared, config, workdir, force, [metric_logger, progress]
+        )
         mlflow_tasks.flush_metrics(metric_logger)
         outcome = records.training_outcome_tags(reused, trained.resumed_from_epoch)
         mlflow_tasks.set_tags(tracker, run_id, outcome)

@@ -18,7 +18,10 @@ from tasks import finetune as steps
 from tasks import tracking as mlflow_tasks
 
 
-@flow(name="reference", persist_result=True, result_serializer="json", log_prints=True)
+@flow(
+    name="reference", flow_run_name=records.REFERENCE_RUN_NAME, persist_result=True,
+    result_serializer="json", log_prints=True,
+)  # fmt: skip
 def reference(
     data_dir: str,
     config: ChexflowConfig = ChexflowConfig(),

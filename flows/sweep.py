@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from pydantic import AfterValidator, Field
 
 from chexflow import records
-from chexflow.config import ChexflowConfig, check_fractions, check_seeds
+from chexflow.config import ChexflowConfig, Seed, check_fractions, check_seeds
 from chexflow.results import FinetuneResult, SweepResult
 from chexflow.tracking import make_tracker
 from flows._common import absolute, check_inputs, closing_run
@@ -22,8 +22,35 @@ from flows.pretrain import pretrained_start
 from flows.reference import reference
 from tasks import tracking as mlflow_tasks
 
-Fractions = Annotated[list[float], Field(min_length=1), AfterValidator(check_fractions)]
-Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(check_seeds)]
+# Bounds on the items and uniqueItems: the JSON schema (Prefect's run form, and the server's
+# check of a submitted run) carries what check_fractions / check_seeds enforce in Python.
+FractionItem = Annotated[float, Field(gt=0, le=1)]
+Fractions = Annotated[
+    list[FractionItem],
+    Field(
+        min_length=1,
+        description="Shares of training patients, each in (0, 1], each once.",
+        json_schema_extra={"uniqueItems": True},
+    ),
+    AfterValidator(check_fractions),
+]
+Seeds = Annotated[
+    list[Seed],
+    Field(
+        min_length=1,
+        description="Seeds of the fine-tunes, each once.",
+        json_schema_extra={"uniqueItems": True},
+    ),
+    AfterValidator(check_seeds),
+]
+
+
+def run_name() -> str:
+    """``sweep-1pct-10pct-seeds0``: the fractions and seeds a sweep runs."""
+    parameters = flow_run.parameters
+    fractions = "-".join(records.fraction_label(f) for f in parameters.get("fractions", []))
+    seeds = ",".join(str(s) for s in parameters.get("seeds", [0]))
+    return f"sweep-{fractions}-seeds{seeds}"
 
 
 @task(name="dispatch-finetune", cache_policy=NO_CACHE)
@@ -35,7 +62,10 @@ def dispatch(deployment: str, parameters: dict[str, Any]) -> FinetuneResult:
     return FinetuneResult.model_validate(run.state.result())
 
 
-@flow(name="sweep", persist_result=True, result_serializer="json", log_prints=True)
+@flow(
+    name="sweep", flow_run_name=run_name, persist_result=True, result_serializer="json",
+    log_prints=True,
+)  # fmt: skip
 def sweep(
     data_dir: str,
     fractions: Fractions = [0.01, 0.1],  # noqa: B006 - copied by pydantic validation
