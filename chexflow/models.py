@@ -19,6 +19,7 @@ from torch import nn
 from chexflow.config import ModelConfig
 from chexflow.data.labels import NORMAL, PATHOLOGIES
 from chexflow.errors import ChexflowError, ConfigError
+from chexflow.records import init_coverage_tags
 
 log = logging.getLogger("chexflow.models")
 
@@ -53,12 +54,9 @@ class LoadReport:
 
     def tags(self) -> dict[str, str]:
         """Counts for run tags: loaded / backbone tensors, missing, unexpected."""
-        return {
-            "chexflow.init_loaded": f"{self.backbone_tensors - len(self.backbone_missing)}"
-            f"/{self.backbone_tensors}",
-            "chexflow.init_missing": str(len(self.backbone_missing)),
-            "chexflow.init_unexpected": str(len(self.backbone_unexpected)),
-        }
+        return init_coverage_tags(
+            self.backbone_tensors, len(self.backbone_missing), len(self.backbone_unexpected)
+        )
 
     def summary(self) -> str:
         """One line for logs."""

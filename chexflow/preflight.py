@@ -70,6 +70,9 @@ def check_run_inputs(
     Call it at the entry point, before a workdir, a Prefect API, a flow run or an MLflow
     run exists; a sweep passes all its fractions and seeds at once (a reference-only run:
     ``fractions=[]``). The model is built once, with random weights (no hub download).
+    A call that an earlier one of this process covers (same config, data and cache; its
+    fractions and seeds among those checked) returns that one's result unchecked: the
+    runs of a sweep, whose entry checked them all, do not check again.
 
     Args:
         config: the whole config tree (re-validated: a flow parameter may come from a
@@ -100,6 +103,15 @@ def check_run_inputs(
     fractions = check_fractions(list(fractions)) if fractions else []
     seeds = check_seeds(list(seeds))
     seconds["config"] = time.perf_counter() - started
+    key = (
+        config.model_dump_json(),
+        str(Path(data_dir).resolve()),
+        str(Path(cache_dir).resolve()) if cache_dir else "",
+        check_pixels,
+    )
+    for passed_key, passed_fractions, passed_seeds, passed in _PASSED:
+        if passed_key == key and set(fractions) <= passed_fractions and set(seeds) <= passed_seeds:
+            return passed
 
     started = time.perf_counter()
     init = check_model(config.model, config.data.image_size)
@@ -120,7 +132,14 @@ def check_run_inputs(
                 f"{root / missing[0]} (file not found)"
             )
     seconds["images"] = time.perf_counter() - started
-    return RunInputs(config, root, len(frame), init, seconds)
+    inputs = RunInputs(config, root, len(frame), init, seconds)
+    _PASSED.append((key, frozenset(fractions), frozenset(seeds), inputs))
+    return inputs
+
+
+# What passed in this process: a sweep's entry checks every fraction and seed at once, and
+# the runs it starts (their own entry points) find themselves covered here.
+_PASSED: list[tuple[tuple[str, str, str, bool], frozenset[float], frozenset[int], RunInputs]] = []
 
 
 def validate_config(config: ChexflowConfig | dict[str, Any]) -> ChexflowConfig:

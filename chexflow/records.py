@@ -47,6 +47,11 @@ VERSION_RUN_TAG = "run_id"  # on a registered model version: the run it came fro
 # checkpoint:<sha256 prefix>. The comparison never pools runs of different starting points.
 INIT_TAG = "chexflow.init"
 PRETRAIN_KEY_TAG = "chexflow.pretrain_key"  # on a pretrain run: its cache key
+# How much of the backbone `model.init_checkpoint` covered, recorded when
+# `model.init_strict=false` let an incomplete checkpoint through (`init_coverage_tags`).
+INIT_LOADED_TAG = "chexflow.init_loaded"  # "<loaded>/<backbone tensors>"
+INIT_MISSING_TAG = "chexflow.init_missing"
+INIT_UNEXPECTED_TAG = "chexflow.init_unexpected"
 MAX_FAILURE_LENGTH = 5000
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
 MAX_NOTE_LENGTH = 7500  # MLflow keeps tag values up to 8000 characters
@@ -249,6 +254,15 @@ def reference_tags(
 def init_tags(start: str) -> dict[str, str]:
     """The starting point of a fine-tune or reference run (``INIT_TAG``)."""
     return {INIT_TAG: start}
+
+
+def init_coverage_tags(backbone_tensors: int, missing: int, unexpected: int) -> dict[str, str]:
+    """Checkpoint coverage: loaded / backbone tensors, how many missing and unexpected."""
+    return {
+        INIT_LOADED_TAG: f"{backbone_tensors - missing}/{backbone_tensors}",
+        INIT_MISSING_TAG: str(missing),
+        INIT_UNEXPECTED_TAG: str(unexpected),
+    }
 
 
 def init_tag_value(

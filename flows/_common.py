@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from chexflow import pipeline
 from chexflow.config import ChexflowConfig
 from chexflow.errors import ChexflowError
+from chexflow.preflight import RunInputs, check_run_inputs
 from chexflow.tracking import Tracker
 from tasks import tracking as mlflow_tasks
 
@@ -27,16 +28,27 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, ChexflowError) else f"{type(exc).__name__}: {text}"
 
 
-def check_inputs(config: ChexflowConfig, workdir: str) -> None:
+def check_inputs(
+    config: ChexflowConfig,
+    workdir: str,
+    data_dir: str | None = None,
+    fractions: Sequence[float] = (),
+    seeds: Sequence[int] = (0,),
+) -> RunInputs | None:
     """The input guards of a run, before any MLflow run exists: a writable workdir with
-    room, and a model that takes the image size.
+    room, then everything the run reads (``preflight.check_run_inputs``: the config, the
+    model and its checkpoint, the data, every image); without ``data_dir`` only the model.
 
     Called at each entry (the CLI, and every flow, which a deployment may start directly);
-    the model is built once per process (``pipeline.check_model_input`` remembers what
-    passed), so a sweep's subflows re-check for free.
+    a sweep checks all its fractions and seeds at once, and its subflows, covered by that
+    check, do not check again. Returns what was checked (its ``tags()`` go on the run).
     """
     pipeline.check_workdir(Path(workdir))
-    pipeline.check_model_input(config.model, config.data.image_size)
+    if data_dir is None:
+        pipeline.check_model_input(config.model, config.data.image_size)
+        return None
+    cache = pipeline.image_cache_dir(config.data, Path(workdir))
+    return check_run_inputs(config, data_dir, fractions, seeds, cache_dir=cache)
 
 
 @contextmanager

@@ -95,7 +95,7 @@ def finetune(
     """Fine-tune one label fraction and log it to MLflow."""
     if not 0 < fraction <= 1:
         raise ChexflowError(f"--fraction {fraction}: must lie in (0, 1]")
-    cfg, api_started = _prepare_training(config, set_, data, workdir)
+    cfg, api_started = _prepare_training(config, set_, data, workdir, [fraction], [seed])
     from flows.finetune import finetune as finetune_flow
 
     result = _run_flow(
@@ -141,7 +141,7 @@ def sweep(
     seed_list = check_seeds(parse_list(seeds, int, "--seeds"))
     if dispatch not in ("local", "deployment"):
         raise ChexflowError(f"--dispatch {dispatch!r}: expected local or deployment")
-    cfg, api_started = _prepare_training(config, set_, data, workdir)
+    cfg, api_started = _prepare_training(config, set_, data, workdir, fraction_list, seed_list)
     from flows.sweep import sweep as sweep_flow
 
     result = _run_flow(
@@ -234,12 +234,21 @@ def demo(
 
 
 def _prepare_training(
-    config: Path | None, overrides: list[str] | None, data: Path, workdir: Path
+    config: Path | None,
+    overrides: list[str] | None,
+    data: Path,
+    workdir: Path,
+    fractions: list[float] | None = None,
+    seeds: list[int] | None = None,
 ) -> tuple[Any, Callable[[], None]]:
-    """Check a training command's input, then start the local API: (config, api_started)."""
+    """Check a training command's input, then start the local API: (config, api_started).
+
+    With ``fractions`` and ``seeds`` everything the runs read is checked
+    (``preflight.check_run_inputs``); without (pretraining), the workdir and the model.
+    """
     cfg = _load_config(config, overrides)
     _require_dir(data, "--data")
-    _check_run_inputs(cfg, workdir)
+    _check_run_inputs(cfg, workdir, data, fractions, seeds)
     configure_environment(workdir)
     return cfg, _start_run_services(cfg, workdir)
 
@@ -268,12 +277,26 @@ def _start_run_services(cfg: Any, workdir: Path) -> Callable[[], None]:
     return ready
 
 
-def _check_run_inputs(cfg: Any, workdir: Path) -> None:
-    """A writable workdir with room, and a model that takes the image size: before any run."""
-    from chexflow.pipeline import check_model_input, check_workdir
+def _check_run_inputs(
+    cfg: Any,
+    workdir: Path,
+    data: Path | None = None,
+    fractions: list[float] | None = None,
+    seeds: list[int] | None = None,
+) -> None:
+    """Before any Prefect API, flow run or MLflow run exists: a writable workdir with room,
+    then the config, model, checkpoint, data and every image the runs read (the images go
+    into the run's image cache); without ``fractions``, the model only."""
+    from chexflow.pipeline import check_model_input, check_workdir, image_cache_dir
 
     check_workdir(workdir)
-    check_model_input(cfg.model, cfg.data.image_size)
+    if data is None or fractions is None:
+        check_model_input(cfg.model, cfg.data.image_size)
+        return
+    from chexflow.preflight import check_run_inputs
+
+    cache = image_cache_dir(cfg.data, workdir)
+    check_run_inputs(cfg, data, fractions, seeds or [0], cache_dir=cache)
 
 
 def _start_prefect_api() -> Callable[[], None]:

@@ -54,7 +54,8 @@ def finetune(
     run, whose checkpoint is registered as a model version.
     """
     workdir, data_dir = absolute(workdir), absolute(data_dir)
-    check_inputs(config, workdir)  # before any MLflow run exists (nothing half-written)
+    # everything the run reads, before any MLflow run exists (nothing half-written)
+    inputs = check_inputs(config, workdir, data_dir, [fraction], [seed])
     parallelism = runtime.configure(
         config.train.threads, config.train.num_workers, config.train.device
     )
@@ -77,6 +78,7 @@ def finetune(
         previous,
     )
     tags.update(records.init_tags(starting_point(config.model)))
+    tags.update(inputs.tags() if inputs else {})  # coverage of an incomplete init_checkpoint
     run_id = mlflow_tasks.start_run(tracker, "finetune", name, tags, parent_run_id=sweep_id)
     get_run_logger().info(
         "MLflow run %s (%s), %d training images of %d patients",

@@ -12,7 +12,7 @@ from chexflow.config import ChexflowConfig
 from chexflow.pretrain_step import starting_point
 from chexflow.results import ReferenceResult
 from chexflow.tracking import make_tracker
-from flows._common import absolute, closing_run
+from flows._common import absolute, check_inputs, closing_run
 from flows.pretrain import pretrained_start
 from tasks import finetune as steps
 from tasks import tracking as mlflow_tasks
@@ -34,6 +34,7 @@ def reference(
     The comparison uses it as the baseline that fine-tuning on labels moves away from.
     """
     workdir, data_dir = absolute(workdir), absolute(data_dir)
+    inputs = check_inputs(config, workdir, data_dir, [], [0])  # before its MLflow run
     parallelism = runtime.configure(
         config.train.threads, config.train.num_workers, config.train.device
     )
@@ -45,6 +46,7 @@ def reference(
         config.model.name, prepared.eval_digest, str(flow_run.id), sweep_id
     )
     tags.update(records.init_tags(starting_point(config.model)))
+    tags.update(inputs.tags() if inputs else {})
     run_id = mlflow_tasks.start_run(
         tracker, "reference", records.REFERENCE_RUN_NAME, tags, parent_run_id=sweep_id
     )

@@ -85,7 +85,8 @@ def sweep(
     ``include_reference`` the initial backbone's embeddings join the comparison as "0%".
     """
     workdir, data_dir = absolute(workdir), absolute(data_dir)
-    check_inputs(config, workdir)
+    # every fraction x seed at once: the fine-tunes it starts find themselves checked
+    check_inputs(config, workdir, data_dir, fractions, seeds)
     tracker = make_tracker(config.tracking.experiment, Path(workdir))
     mlflow_tasks.close_abandoned_runs(tracker)
     sweep_id = mlflow_tasks.start_run(

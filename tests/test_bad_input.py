@@ -145,9 +145,12 @@ def test_the_flow_refuses_an_empty_evaluation_class_before_its_mlflow_run(
 
 
 @pytest.mark.slow
-def test_a_corrupt_jpeg_fails_the_run_with_its_name(
+def test_a_corrupt_jpeg_is_refused_by_the_flow_before_its_run(
     prefect_api, tiny_dataset: Path, tmp_path: Path
 ) -> None:
+    # Before: the flow created its MLflow run, trained, then failed it at the corrupt image
+    # (a FAILED run). A flow started directly (a deployment, the UI) now checks every image
+    # at its entry, like the CLI.
     from flows.finetune import finetune
 
     data = tmp_path / "CheXpert-v1.0-small"
@@ -159,14 +162,9 @@ def test_a_corrupt_jpeg_fails_the_run_with_its_name(
     workdir = tmp_path / "work"
     with pytest.raises(DataError, match="unreadable") as raised:
         finetune(str(data), 0.5, 0, config, str(workdir))
-    assert victim in str(raised.value)
-    (run,) = _runs(workdir)
-    assert run.info.status == "FAILED"
-    assert victim in run.data.tags["chexflow.failure"]
-    assert "cannot decode" in run.data.tags["chexflow.failure"]
-    client = MlflowClient(default_tracking_uri(workdir))
-    assert client.list_artifacts(run.info.run_id) == [], "nothing half-logged"
-    assert client.search_model_versions(f"run_id='{run.info.run_id}'") == []
+    assert victim in str(raised.value) and "cannot decode" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert _runs(workdir) == [], "no MLflow run, not even a FAILED one"
 
 
 # --- comparisons over runs that cannot be compared --------------------------------------------
@@ -429,3 +427,95 @@ def test_a_spread_embedding_is_not_called_collapsed() -> None:
     assert collapse_problem(rng.standard_normal((50, 4))) is None
     assert collapse_problem(1e3 + 0.1 * rng.standard_normal((50, 4))) is None  # 1e-4 relative
     assert collapse_problem(np.ones((1, 4))) is None  # shapes are the caller's business
+
+
+# --- issue 16 §1, the whole kind: every bad input above, through the CLI -------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Files the CLI cases read: datasets with one image missing or undecodable, and
+    init checkpoints that do not fit (incomplete, pickle-bearing)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    base = tmp_path_factory.mktemp("bad-inputs")
+    config = load_config(None, TINY)
+    prepared = pipeline.prepare_data(tiny_dataset, config.data, 0.5, 0, base / "scratch")
+    paths: dict[str, Path] = {}
+    for name, part, damage in (
+        ("missing_eval", "eval", "unlink"),
+        ("corrupt_train", "train", "cut"),
+    ):
+        data = base / name / "CheXpert-v1.0-small"
+        shutil.copytree(tiny_dataset, data)
+        victim = data / prepared.frame(part)["path"].iloc[0]
+        if damage == "unlink":
+            victim.unlink()
+        else:
+            victim.write_bytes(victim.read_bytes()[:200])
+        paths[name] = data
+    state = timm.create_model("test_resnet", in_chans=1, num_classes=5).state_dict()
+    paths["partial"] = base / "partial.safetensors"
+    save_file({k: v for k, v in state.items() if not k.startswith("layer2")}, paths["partial"])
+    paths["pickle"] = base / "evil.pt"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _Payload(base / "pwned")}, paths["pickle"])
+    return paths
+
+
+# (case id, dataset, extra CLI arguments, config file text, --set overrides, expected text)
+CLI_CASES = [
+    ("perplexity-0", None, [], "", ["analysis.perplexities=[0]"], "analysis.perplexities"),
+    ("perplexity-neg", None, [], "", ["analysis.perplexities=[-5]"], "analysis.perplexities"),
+    ("perplexity-nan", None, [], "", ["analysis.perplexities=[.nan]"], "analysis.perplexities"),
+    ("tsne-seed-neg", None, [], "", ["analysis.tsne_seeds=[-1]"], "analysis.tsne_seeds"),
+    ("bootstrap-0", None, [], "", ["train.bootstrap=0"], "train.bootstrap"),
+    ("epochs-bool", None, [], "", ["train.epochs=true"], "train.epochs"),
+    ("repeated-key", None, [], "train: {epochs: 1}\ntrain: {epochs: 2}\n", [], "repeated"),
+    ("model-name-slash", None, [], "", ["tracking.registered_model=radiology/chexpert"],
+     "tracking.registered_model"),
+    ("seed-neg", None, ["--seed", "-1"], "", [], "seeds must be whole numbers"),
+    ("partial-checkpoint", None, [], "", ["model.init_checkpoint={partial}"], "backbone tensors"),
+    ("pickle-checkpoint", None, [], "", ["model.init_checkpoint={pickle}"], "refused to load"),
+    ("missing-eval-image", "missing_eval", [], "", [], "(file not found)"),
+    ("corrupt-train-image", "corrupt_train", [], "", [], "(cannot decode"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("dataset", "extra", "config_text", "overrides", "expected"),
+    [case[1:] for case in CLI_CASES],
+    ids=[case[0] for case in CLI_CASES],
+)
+@pytest.mark.parametrize("command", ["finetune", "sweep"])
+def test_every_bad_input_exits_2_in_one_line_before_any_run_exists(
+    tiny_dataset: Path,
+    bad_inputs: dict[str, Path],
+    tmp_path: Path,
+    command: str,
+    dataset: str | None,
+    extra: list[str],
+    config_text: str,
+    overrides: list[str],
+    expected: str,
+) -> None:
+    # Before: a missing evaluation image, an incomplete or pickle-bearing init_checkpoint or
+    # a negative seed passed the CLI; the run failed after training, or left a FAILED run.
+    data = bad_inputs[dataset] if dataset else tiny_dataset
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text)
+    workdir = tmp_path / "work"
+    selector = ["--fraction", "0.5"] if command == "finetune" else ["--fractions", "0.5"]
+    if command == "sweep":
+        extra = ["--seeds" if arg == "--seed" else arg for arg in extra]
+    sets = [item.format(**{k: str(v) for k, v in bad_inputs.items()}) for item in overrides]
+    args = [command, "--data", str(data), *selector, *extra, "--config", str(config)]
+    result = runner.invoke(app, [*args, "--workdir", str(workdir), *set_args(*sets)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and expected in line, line
+    assert result.stdout == ""
+    assert not (workdir / "mlflow.db").exists() and _runs(workdir) == [], "no MLflow run"
+    assert not (workdir / "prefect").exists(), "no Prefect API, so no Prefect flow run"
+    assert not (bad_inputs["pickle"].parent / "pwned").exists()
