@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ class DemoSettings:
     fractions: list[float]
     seeds: list[int]
     config: ChexflowConfig
+    labels_from: Path | None = None  # a CheXpert CSV whose rows the demo's patients keep
 
 
 # Calibrated on 2 cores: see README ("The demo") for the measured times and AUROCs.
@@ -58,8 +60,12 @@ QUICK = {
 }
 
 
-def demo_settings(quick: bool = False) -> DemoSettings:
-    """The demo's dataset size, fractions and configuration."""
+def demo_settings(quick: bool = False, labels_from: Path | None = None) -> DemoSettings:
+    """The demo's dataset size, fractions and configuration.
+
+    With ``labels_from`` (a CheXpert-format CSV) the dataset keeps the rows of a random
+    sample of the CSV's patients (all of them if it holds fewer) and renders their images.
+    """
     spec = QUICK if quick else FULL
     config = load_config(None, list(spec["overrides"]))
     return DemoSettings(
@@ -69,18 +75,36 @@ def demo_settings(quick: bool = False) -> DemoSettings:
         fractions=list(spec["fractions"]),
         seeds=[0],
         config=config,
+        labels_from=Path(labels_from) if labels_from is not None else None,
     )
 
 
 def ensure_demo_data(workdir: Path, settings: DemoSettings) -> Path:
-    """The synthetic dataset for these settings, written once and reused."""
-    from chexflow.data.synthetic import write_synthetic
+    """The synthetic dataset for these settings, written once and reused.
 
-    root = (
-        Path(workdir)
-        / "data"
-        / f"synthetic-p{settings.patients}-px{settings.image_size}-seed{settings.data_seed}"
-    )
+    Raises:
+        DataError: ``settings.labels_from`` is not a CheXpert-format CSV (one line).
+    """
+    size, seed = settings.image_size, settings.data_seed
+    if settings.labels_from is None:
+        from chexflow.data.synthetic import write_synthetic
+
+        root = Path(workdir) / "data" / f"synthetic-p{settings.patients}-px{size}-seed{seed}"
+        if not (root / "train.csv").exists():
+            write_synthetic(root, settings.patients, size, seed)
+        return root
+    from chexflow.data.relabel import count_patients, write_synthetic_from_labels
+
+    csv_path = settings.labels_from
+    digest = hashlib.sha256(csv_path.read_bytes()).hexdigest()[:12]
+    root = Path(workdir) / "data" / f"labels-{digest}-p{settings.patients}-px{size}-seed{seed}"
     if not (root / "train.csv").exists():
-        write_synthetic(root, settings.patients, settings.image_size, settings.data_seed)
+        patients = min(settings.patients, count_patients(csv_path)) or None  # None: validate
+        staging = root.with_name(root.name + ".partial")
+        if staging.exists():
+            import shutil
+
+            shutil.rmtree(staging)  # an interrupted earlier write
+        write_synthetic_from_labels(csv_path, staging, patients, seed, size)
+        staging.rename(root)
     return root

@@ -52,14 +52,38 @@ def _load_config(config: Path | None, overrides: list[str] | None):
 @user_errors
 def synth(
     out: Annotated[Path, typer.Argument(help="Dataset root to create (must not exist).")],
-    patients: Annotated[int, typer.Option(min=10, help="Training patients.")] = 2000,
+    patients: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Training patients (default 2000; with --labels-from: all of the CSV's, "
+            "or a random sample of this many).",
+        ),
+    ] = None,
     image_size: Annotated[int, typer.Option(min=16, max=1024, help="Image size, px.")] = 128,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
+    labels_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels-from",
+            help="A CheXpert-format CSV (e.g. the release's train.csv, .gz allowed): keep its "
+            "rows value for value and render an image for each.",
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic dataset in the exact CheXpert-v1.0-small format."""
-    from chexflow.data.synthetic import write_synthetic
+    if labels_from is not None:
+        from chexflow.data.relabel import write_synthetic_from_labels
 
-    root = write_synthetic(out, patients=patients, image_size=image_size, seed=seed)
+        root = write_synthetic_from_labels(
+            labels_from, out, patients=patients, seed=seed, image_size=image_size
+        )
+    else:
+        from chexflow.data.synthetic import write_synthetic
+
+        if patients is not None and patients < 10:
+            raise ChexflowError(f"--patients {patients}: the generator needs at least 10")
+        root = write_synthetic(out, patients=patients or 2000, image_size=image_size, seed=seed)
     typer.echo(f"wrote {root}")
 
 
@@ -210,11 +234,21 @@ def compare(
 def demo(
     quick: Annotated[bool, typer.Option(help="A smaller, faster demo (CI smoke test).")] = False,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    labels_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels-from",
+            help="A CheXpert-format CSV: the demo's patients are sampled from its rows "
+            "(real label structure, synthetic pixels).",
+        ),
+    ] = None,
 ) -> None:
     """The embedded default: synthetic CheXpert, sweep 1% and 10%, compare, report."""
     from chexflow.demo import demo_settings, ensure_demo_data
 
-    settings = demo_settings(quick)
+    if labels_from is not None and not labels_from.is_file():
+        raise ChexflowError(f"--labels-from {labels_from}: no such file")
+    settings = demo_settings(quick, labels_from)
     _check_run_inputs(settings.config, workdir)
     configure_environment(workdir)
     api_started = _start_run_services(settings.config, workdir)  # boots while the data is written

@@ -184,3 +184,45 @@ def test_missing_file_and_bad_arguments(tmp_path: Path) -> None:
         with pytest.raises(DataError, match=message):
             write_synthetic_from_labels(**arguments)  # type: ignore[arg-type]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]
+
+
+def test_synth_command_keeps_the_rows_and_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    source = write_input(tmp_path / "labels.csv")
+    out = tmp_path / "data"
+    runner = CliRunner()
+    ok = runner.invoke(
+        app, ["synth", str(out), "--labels-from", str(source), "--image-size", str(SIZE)]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert read_table(out / "train.csv") == read_table(source)
+    for args, expected in [
+        (["--patients", "99"], "has 5 patients"),  # more than the CSV holds
+        (["--labels-from", str(tmp_path / "missing.csv")], "not found"),
+    ]:
+        bad = tmp_path / "bad"
+        argv = ["synth", str(bad), "--labels-from", str(source), *args]
+        result = runner.invoke(app, argv if "--patients" in args else ["synth", str(bad), *args])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert expected in lines[0]
+        assert not bad.exists()  # refused before anything is written
+
+
+def test_demo_data_from_labels_samples_the_csv_and_is_reused(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from chexflow.data.relabel import count_patients
+    from chexflow.demo import demo_settings, ensure_demo_data
+
+    source = write_input(tmp_path / "labels.csv")
+    assert count_patients(source) == 5
+    settings = replace(demo_settings(quick=True, labels_from=source), image_size=SIZE)
+    root = ensure_demo_data(tmp_path / "work", settings)  # 600 wanted, the CSV has 5: all
+    assert read_table(root / "train.csv") == read_table(source)
+    stamp = (root / "train.csv").stat().st_mtime_ns
+    assert ensure_demo_data(tmp_path / "work", settings) == root  # cached by CSV digest
+    assert (root / "train.csv").stat().st_mtime_ns == stamp

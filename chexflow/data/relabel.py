@@ -141,6 +141,29 @@ def _text_rows(path: Path) -> list[list[str]]:
         return [[row[i] for i in index] for row in reader if any(cell != "" for cell in row)]
 
 
+def count_patients(csv_path: Path) -> int:
+    """Distinct patients named by the ``Path`` column of a CheXpert CSV (0 if none parse).
+
+    A cheap pre-count (no validation: `write_synthetic_from_labels` validates), so a caller
+    can ask for ``min(wanted, count_patients(csv))`` patients.
+
+    Raises:
+        DataError: the file cannot be read or decompressed.
+    """
+    csv_path = Path(csv_path)
+    opener = _OPENERS.get(csv_path.suffix.lower(), open)
+    patients: set[str] = set()
+    try:
+        with opener(csv_path, "rt", newline="", encoding="utf-8") as handle:
+            for row in csv.reader(handle):
+                match = _NUMBERS.search(row[0]) if row else None
+                if match:
+                    patients.add(match.group(1))
+    except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError) as exc:
+        raise DataError(f"{csv_path}: cannot read ({exc})") from exc
+    return len(patients)
+
+
 def _sample_patients(
     csv_path: Path, frame: pd.DataFrame, patients: int | None, seed: int
 ) -> np.ndarray:
