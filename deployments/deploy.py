@@ -15,7 +15,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,10 +172,20 @@ def _without_repo(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k != "CHEXFLOW_REPO"}
 
 
+def _quiet(_line: str) -> None:
+    return None
+
+
 def deploy(
-    workdir: Path = Path(".chexflow"), data_dir: Path | None = None, kubernetes: bool = False
+    workdir: Path = Path(".chexflow"),
+    data_dir: Path | None = None,
+    kubernetes: bool = False,
+    echo: Callable[[str], None] = _quiet,
 ) -> dict[str, Any]:
-    """Create the work pools and apply the deployments; return what was done."""
+    """Create the work pools and apply the deployments; return what was done.
+
+    ``echo`` gets one line as each step starts and ends (applying takes a minute or two).
+    """
     api = os.environ.get("PREFECT_API_URL")
     if not api:
         raise ChexflowError(
@@ -182,14 +193,19 @@ def deploy(
             "environment it prints"
         )
     pools = (*POOLS, K8S_POOL_SPEC) if kubernetes else POOLS
+    echo(f"checking work pools at {api}: {', '.join(p.name for p in pools)}")
     try:
         created = asyncio.run(ensure_work_pools(pools))
     except Exception as exc:
         if type(exc).__name__ in ("ConnectError", "HTTPStatusError", "ConnectTimeout"):
             raise ChexflowError(f"Prefect API at {api} is not reachable: {exc}") from None
         raise
+    echo(f"  created: {', '.join(created)}" if created else "  all exist")
     names = deployment_names(kubernetes)
+    echo(f"applying {len(names)} deployments with `prefect deploy` (a minute or two)...")
+    started = time.monotonic()
     apply_deployments(names, template_env(workdir, data_dir))
+    echo(f"  applied in {time.monotonic() - started:.0f} s")
     return {"api": api, "pools_created": created, "pools": [p.name for p in pools],
             "deployments": names}  # fmt: skip
 
@@ -201,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubernetes", action="store_true", help="Also the k8s GPU pool.")
     args = parser.parse_args(argv)
     try:
-        done = deploy(args.workdir, args.data, args.kubernetes)
+        done = deploy(args.workdir, args.data, args.kubernetes, echo=print)
     except ChexflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

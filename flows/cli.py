@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -405,9 +406,8 @@ def _print_sweep(result: SweepResult, workdir: Path) -> None:
         typer.echo(f"report: {result.comparison.html}")
         typer.echo(f"explorer: {Path(result.comparison.html).with_name(records.EXPLORER_FILE)}")
     uri = default_tracking_uri(workdir)
-    if uri.startswith("sqlite:"):
-        mlflow = Path(sys.executable).parent / "mlflow"
-        typer.echo(f"browse: {mlflow} ui --backend-store-uri {uri} --port 5000")
+    if uri.startswith("sqlite:"):  # a server has its own UI; a local store needs one
+        typer.echo(f"browse: chexflow ui --workdir {shlex.quote(str(workdir))}")
 
 
 register_stack_commands(app)

@@ -45,9 +45,10 @@ def register(app: typer.Typer) -> None:
         configure_environment(workdir)
         from deployments.deploy import deploy as apply
 
-        done = apply(workdir, data, kubernetes)
+        done = apply(workdir, data, kubernetes, echo=typer.echo)
         typer.echo(f"work pools: {', '.join(done['pools'])}")
         typer.echo(f"deployments applied to {done['api']}: {', '.join(done['deployments'])}")
+        typer.echo(f"Then: trigger runs from the Prefect UI ({done['api'].removesuffix('/api')})")
 
     @app.command()
     @user_errors
@@ -93,6 +94,17 @@ def register(app: typer.Typer) -> None:
         )
         state = stack.up(settings, echo=typer.echo)
         _print_ready(state, workdir)
+
+    @app.command()
+    @user_errors
+    def ui(
+        workdir: WorkdirOpt = DEFAULT_WORKDIR,
+        port: Annotated[int, typer.Option(help="Port of the MLflow UI on 127.0.0.1.")] = 5000,
+    ) -> None:
+        """Browse the workdir's MLflow runs: a lean MLflow server on loopback (Ctrl-C stops)."""
+        from deployments.stack.ui import exec_ui
+
+        exec_ui(workdir, port, echo=typer.echo)
 
     @app.command()
     @user_errors
@@ -156,7 +168,16 @@ def _print_ready(state: Any, workdir: Path) -> None:
     if any(key in state.env for key in SECRET_ENV):
         env_file = stack_dir(workdir) / "env.sh"
         typer.echo(f"Credentials are not printed: `source {env_file}` (mode 600) for them.")
-    typer.echo("Then: chexflow deploy; trigger runs from the Prefect UI; chexflow down to stop.")
+    where = f"--workdir {shlex.quote(str(workdir))}"
+    typer.echo("Next:")
+    typer.echo(f"  chexflow deploy {where}    # then trigger runs from the Prefect UI")
+    typer.echo(f"  chexflow status {where}    # services and worker heartbeats")
+    typer.echo(f"  chexflow down {where}      # stop everything")
+
+
+def _heartbeat(worker: dict[str, Any]) -> str:
+    age = worker.get("heartbeat_age_s")
+    return "no heartbeat" if age is None else f"last heartbeat {age:.0f} s ago"
 
 
 def _format_status(report: dict[str, Any]) -> str:
@@ -165,9 +186,13 @@ def _format_status(report: dict[str, Any]) -> str:
     lines = [f"stack in {report['workdir']} (db {report['db']}):"]
     for row in report["services"]:
         health = {True: "healthy", False: "unhealthy", None: ""}[row["healthy"]]
+        if "worker" in row:  # what the Prefect API says of the worker
+            health = row["worker"]["status"].lower()
         state = f"pid {row['pid']}, {row['rss_mb']:.0f} MB" if row["alive"] else "not running"
         where = f" {row['url']}" if row["url"] else ""
         lines.append(f"  {row['name']:<24} {state:<24} {health:<9}{where}")
+        if "worker" in row:
+            lines[-1] += f" {row['worker']['pool']}, {_heartbeat(row['worker'])}"
     lines.append(f"  total resident memory: {report['rss_mb']:.0f} MB")
     if report["running"]:
         lines.append(_exports(report["env"], secrets=False))

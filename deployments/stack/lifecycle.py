@@ -9,6 +9,8 @@ from typing import Any
 
 from chexflow.errors import ChexflowError
 from deployments.stack.commands import (
+    CPU_POOL,
+    GPU_POOL,
     base_env,
     client_env,
     mlflow_server_command,
@@ -18,7 +20,14 @@ from deployments.stack.commands import (
     worker_specs,
 )
 from deployments.stack.credentials import ensure_credentials
-from deployments.stack.network import HOST, check_ports, http_ok, wait_until, workers_online
+from deployments.stack.network import (
+    HOST,
+    check_ports,
+    http_ok,
+    wait_until,
+    worker_health,
+    workers_online,
+)
 from deployments.stack.postgres import (
     ensure_databases,
     postgres_ready,
@@ -120,6 +129,7 @@ def _start_all(settings: StackSettings, state: StackState, echo: Callable[[str],
         mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"] = creds.mlflow_password
     if prefect_db:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = prefect_db
+    echo(f"starting prefect server and mlflow server (logs in {directory})...")
     prefect = spawn(
         "prefect-server",
         prefect_server_command(settings),
@@ -149,7 +159,7 @@ def _start_all(settings: StackSettings, state: StackState, echo: Callable[[str],
         lambda: http_ok(f"{mlflow_url}/health"), [mlflow], "MLflow server", settings.timeout_s
     )
     echo(f"mlflow server healthy {took:.1f} s later: {mlflow_url}")
-    _start_workers(settings, state, env)
+    _start_workers(settings, state, env, echo)
 
 
 def _databases(
@@ -176,7 +186,12 @@ def _databases(
     return f"{prefect}/prefect", f"{mlflow}/mlflow"
 
 
-def _start_workers(settings: StackSettings, state: StackState, env: dict[str, str]) -> None:
+def _start_workers(
+    settings: StackSettings,
+    state: StackState,
+    env: dict[str, str],
+    echo: Callable[[str], None] = print,
+) -> None:
     """One process worker per spec; the server creates a pool on its first heartbeat."""
     api = state.env["PREFECT_API_URL"]
     worker_env = {
@@ -198,13 +213,18 @@ def _start_workers(settings: StackSettings, state: StackState, env: dict[str, st
         names.setdefault(pool, set()).add(name)
     state.save(state_path(settings.workdir))
     workers = [s for s in state.services if s.name.startswith("worker:")]
+    if not workers:
+        return
+    pools = ", ".join(f"{len(n)} on {p}" for p, n in names.items())
+    echo(f"starting process workers ({pools}), waiting for their first heartbeat...")
     auth_string = state.env.get("PREFECT_API_AUTH_STRING")
-    wait_until(
+    took = wait_until(
         lambda: all(workers_online(api, p, n, auth_string) for p, n in names.items()),
         workers,
         "workers",
         settings.timeout_s,
     )
+    echo(f"workers online after {took:.1f} s")
 
 
 def down(workdir: Path, grace_s: float = STOP_GRACE_S) -> list[str]:
@@ -241,6 +261,7 @@ def status(workdir: Path) -> dict[str, Any]:
                 "log": service.log,
             }
         )
+    _add_worker_health(rows, state)
     return {
         "running": any(r["alive"] for r in rows),
         "workdir": state.workdir,
@@ -250,6 +271,24 @@ def status(workdir: Path) -> dict[str, Any]:
         "services": rows,
         "rss_mb": round(sum(r["rss_mb"] for r in rows), 1),
     }
+
+
+def _add_worker_health(rows: list[dict[str, Any]], state: StackState) -> None:
+    """Each worker row gets ``worker`` (pool, status, heartbeat) from the Prefect API, and
+    ``healthy`` = the server sees it ONLINE; a worker the API does not know is unhealthy."""
+    workers = [r for r in rows if r["name"].startswith("worker:")]
+    api = state.env.get("PREFECT_API_URL")
+    if not workers or not api:
+        return
+    known = worker_health(api, [GPU_POOL, CPU_POOL], state.env.get("PREFECT_API_AUTH_STRING"))
+    for row in workers:
+        name = row["name"].removeprefix("worker:")
+        pool = GPU_POOL if "-gpu-" in name else CPU_POOL
+        row["worker"] = known.get(
+            name, {"pool": pool, "status": "UNKNOWN", "last_heartbeat": None,
+                   "heartbeat_age_s": None}
+        )  # fmt: skip
+        row["healthy"] = row["alive"] and row["worker"]["status"] == "ONLINE"
 
 
 def _healthy(service: Service) -> bool | None:

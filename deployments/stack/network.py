@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,35 @@ def workers_online(
         return False
     online = {w["name"] for w in found or [] if w.get("status", "ONLINE") == "ONLINE"}
     return names <= online
+
+
+def worker_health(
+    api_url: str, pools: list[str], auth_string: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """What the Prefect API knows of each worker of ``pools``, by worker name.
+
+    Each entry: ``pool``, ``status`` (``ONLINE``/``OFFLINE``, the server's verdict from the
+    heartbeats), ``last_heartbeat`` (ISO time) and ``heartbeat_age_s``. Empty when the API
+    does not answer (the server's own row says so).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    now = datetime.now(UTC)
+    for pool in pools:
+        try:
+            found = post_json(
+                f"{api_url}/work_pools/{pool}/workers/filter", {}, auth_string=auth_string
+            )
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+        for worker in found or []:
+            beat = worker.get("last_heartbeat_time")
+            age = None
+            if beat:
+                age = max(0.0, (now - datetime.fromisoformat(beat)).total_seconds())
+            out[worker["name"]] = {
+                "pool": pool,
+                "status": worker.get("status") or "UNKNOWN",
+                "last_heartbeat": beat,
+                "heartbeat_age_s": None if age is None else round(age, 1),
+            }
+    return out
