@@ -92,6 +92,14 @@ SECTIONS: list[tuple[str, str, str]] = [
         "command's start to its first training step (the timestamp of the run's first "
         "`train_loss_step` metric in MLflow); and where that time goes.",
     ),
+    (
+        "augment",
+        "10. Augmentation and pretraining cost",
+        "CPU time per image of `train.augment` (`ChexpertImages(augment=True)` against the "
+        "same batch without) and of SimCLR's two views at 64 and 320 px, one thread; one "
+        "pretraining step of resnet10t at 64 px; with `--demo-data`, the demo's whole "
+        "pretraining (its `pretrain` section, 2 threads) against its 60 s CPU share.",
+    ),
 ]
 
 

@@ -144,3 +144,14 @@ def test_flow_reuses_and_the_sweep_tags_every_start(
         [experiment.experiment_id], f"tags.`{records.KIND_TAG}` = 'pretrain'"
     )
     assert len(pretrain_runs) == 1
+
+
+def test_bench_augment_writes_its_figures(tmp_path: Path) -> None:
+    from test_bench import check_document, run_bench
+
+    doc = run_bench("bench_augment", tmp_path / "a.json", "--batch", "4", "--repeats", "1")
+    check_document(doc, "augment")
+    assert set(doc["results"]) >= {"s64", "s320", "pretrain_step_resnet10t_s64"}
+    s64, s320 = doc["results"]["s64"], doc["results"]["s320"]
+    assert s320["simclr_two_views_cpu_s_per_image"]["median"] > 0
+    assert s64["gather_with_augment_cpu_s_per_image"]["median"] > 0
