@@ -73,6 +73,31 @@ class TrainedModel(BaseModel):
     resumed_from_epoch: int | None
     history: list[dict[str, Any]]
 
+    def relative_to(self, workdir: Path) -> TrainedModel:
+        """The record with checkpoint paths relative to ``workdir`` (as the training cache
+        stores it: a copied workdir then reads its own checkpoints, not the original's)."""
+        root = Path(workdir).resolve()
+
+        def rel(path: str) -> str:
+            resolved = Path(path).resolve()
+            return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path
+
+        return self.model_copy(
+            update={
+                name: rel(getattr(self, name))
+                for name in ("checkpoint_dir", "best_checkpoint", "last_checkpoint")
+            }
+        )
+
+    def located(self, workdir: Path) -> TrainedModel:
+        """The record with its relative checkpoint paths resolved against ``workdir``."""
+        return self.model_copy(
+            update={
+                name: str(Path(workdir) / getattr(self, name))
+                for name in ("checkpoint_dir", "best_checkpoint", "last_checkpoint")
+            }
+        )
+
 
 class Evaluated(BaseModel):
     """Evaluation AUROC table and the embeddings of the evaluation set."""
@@ -122,7 +147,7 @@ def prepare_data(
     }
     data_fp = fingerprint(
         {
-            name: data_fingerprint(frame, cfg.image_size, cfg.label_policy)
+            name: data_fingerprint(frame, cfg.image_size, cfg.label_policy, root=root)
             for name, frame in frames.items()
         }
     )
@@ -133,7 +158,8 @@ def prepare_data(
         fraction=fraction,
         seed=seed,
         data_fingerprint=data_fp,
-        eval_digest=eval_digest(splits.eval),
+        # image bytes, labels, label policy and preprocessing: content, not paths
+        eval_digest=eval_digest(splits.eval, root=root, policy=cfg.label_policy),
         n_train_images=len(frames["train"]),
         n_train_patients=len(patients),
         n_val_images=len(splits.val),
@@ -342,8 +368,7 @@ def evaluate_and_embed(
 
     With ``trained=None`` the initial backbone is embedded: the "0%" reference.
     """
-    import torch
-
+    from chexflow.checkpoints import load_best
     from chexflow.embed import predict_and_embed, save_embeddings
     from chexflow.evaluation import (
         auroc_table,
@@ -362,8 +387,8 @@ def evaluate_and_embed(
     seed_everything(prepared.seed)  # the reference's random head (or backbone) is reproducible
     model = create_model(model_cfg, len(classes))
     if trained is not None:
-        state = torch.load(trained.best_checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+        # the sha256 recorded beside best.pt is checked: a damaged file is one line
+        model.load_state_dict(load_best(Path(trained.best_checkpoint)))
         key = trained.fingerprint
     else:
         key = "initial-" + fingerprint(model_cfg, prepared.eval_digest)

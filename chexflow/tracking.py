@@ -241,6 +241,7 @@ class BatchedMetricLogger:
         self.flush_every = flush_every
         self._pending: list[Metric] = []
         self._lock = threading.Lock()
+        self.epochs_logged: set[int] = set()  # what the history need not log again
         self._quiet_until = 0.0
 
     def on_step(self, step: int, epoch: int, loss: float, lr: float) -> None:
@@ -262,6 +263,7 @@ class BatchedMetricLogger:
                 for key, value in metrics.items()
                 if isinstance(value, int | float) and value == value and key != "epoch"
             ]
+            self.epochs_logged.add(int(epoch))
         self.flush()
 
     def flush(self, strict: bool = False) -> None:

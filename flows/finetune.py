@@ -101,7 +101,16 @@ def finetune(
             prepared, trained, config.data, config.model, config.train, workdir
         )
         analysed = steps.analyse(evaluated, config.analysis, name, seed)
-        mlflow_tasks.log_finetune(tracker, run_id, config, prepared, trained, evaluated, analysed)
+        mlflow_tasks.log_finetune(
+            tracker,
+            run_id,
+            config,
+            prepared,
+            trained,
+            evaluated,
+            analysed,
+            sorted(metric_logger.epochs_logged),
+        )
         version = None
         if config.tracking.register_models:
             version = mlflow_tasks.register_model(

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.serializers import JSONSerializer
 
-from chexflow import pipeline
+from chexflow import checkpoints, pipeline
 from chexflow.config import AnalysisConfig, ChexflowConfig, DataConfig, ModelConfig, TrainConfig
 from chexflow.errors import ChexflowError
 
@@ -105,11 +105,20 @@ def train(
     train_cfg: TrainConfig,
     workdir: str,
     callbacks: list[Any] | None = None,
+    resume: bool = True,
 ) -> pipeline.TrainedModel:
-    """Fine-tune, resuming from the last complete checkpoint of the same configuration."""
-    return pipeline.train_model(
-        prepared, data_cfg, model_cfg, train_cfg, Path(workdir), callbacks=callbacks or ()
+    """Fine-tune, resuming from the last complete checkpoint of the same configuration
+    (``resume=False``: from scratch). The stored record's paths are relative to the workdir."""
+    trained = pipeline.train_model(
+        prepared,
+        data_cfg,
+        model_cfg,
+        train_cfg,
+        Path(workdir),
+        callbacks=callbacks or (),
+        resume=resume,
     )
+    return trained.relative_to(Path(workdir))
 
 
 def train_or_reuse(
@@ -122,17 +131,22 @@ def train_or_reuse(
     """Train, or reuse a finished training of the same fingerprint: (model, reused).
 
     A cache record that chexflow did not write is refused before Prefect reads it; a
-    cached record whose checkpoint files were deleted is not trusted: it retrains.
+    cached record whose ``best.pt`` is missing or does not match the sha256 recorded
+    beside it is not trusted: it retrains. ``force`` trains from scratch (no cache, no
+    resume from ``last.pt``). Checkpoint paths come back resolved against ``workdir``.
     """
     storage = Path(workdir) / "prefect-results"
     check_training_record(storage, prepared, config.model, config.train)
     args = (prepared, config.data, config.model, config.train, workdir, callbacks)
     state = train.with_options(refresh_cache=force, result_storage=storage)(
-        *args, return_state=True
+        *args, resume=not force, return_state=True
     )
-    trained = state.result()
-    if not Path(trained.best_checkpoint).exists():
-        return train.with_options(refresh_cache=True, result_storage=storage)(*args), False
+    trained = state.result().located(Path(workdir))
+    problem = checkpoints.digest_problem(Path(trained.best_checkpoint))
+    if problem is not None:
+        get_run_logger().warning("%s; training again", problem)
+        again = train.with_options(refresh_cache=True, result_storage=storage)(*args)
+        return again.located(Path(workdir)), False
     return trained, state.name == CACHED_STATE_NAME
 
 

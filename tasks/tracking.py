@@ -17,22 +17,60 @@ from chexflow.config import ChexflowConfig, config_to_yaml, flatten
 from chexflow.errors import ChexflowError
 from chexflow.tracking import BatchedMetricLogger, Tracker
 
+# HTTP statuses worth another try: the server is busy or down, not refusing the request.
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
-def retry_io_only(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Retry failures of I/O, not user errors: a ChexflowError would only fail again."""
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure can succeed on retry: a connection error or timeout, an HTTP 5xx
+    (or 408/429), a database lock. A validation error (an MLflow ``INVALID_PARAMETER_VALUE``
+    or ``RESOURCE_ALREADY_EXISTS``, a 4xx) or a user error (``ChexflowError``) would only
+    fail again, after the delays. The causes of a wrapped error count too."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ChexflowError):
+            return False
+        if isinstance(current, ConnectionError | TimeoutError):
+            return True
+        if isinstance(current, MlflowException):
+            return current.get_http_status_code() in _TRANSIENT_STATUS
+        response = getattr(current, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return status in _TRANSIENT_STATUS
+        name = type(current).__name__
+        if name in ("ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError"):
+            return True  # httpx / requests / urllib3 transport errors
+        if isinstance(current, sqlite3.OperationalError) or name == "OperationalError":
+            text = str(current).lower()
+            if "locked" in text or "busy" in text:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def retry_transient_only(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Prefect's ``retry_condition_fn``: retry only what ``is_transient`` calls transient."""
     try:
         state.result()
-    except ChexflowError:
-        return False
-    except BaseException:
-        return True
+    except BaseException as exc:
+        return is_transient(exc)
     return True
+
+
+retry_io_only = retry_transient_only  # the earlier name
 
 
 RETRY = {
     "retries": 3,
     "retry_delay_seconds": [1, 3, 10],
-    "retry_condition_fn": retry_io_only,
+    "retry_condition_fn": retry_transient_only,
     "cache_policy": NO_CACHE,
 }
 
@@ -91,8 +129,13 @@ def log_finetune(
     trained: pipeline.TrainedModel,
     evaluated: pipeline.Evaluated,
     analysed: pipeline.Analysed,
+    epochs_logged: list[int] | None = None,
 ) -> None:
-    """Evaluation as above, plus the training history, subset, patients and checkpoints."""
+    """Evaluation as above, plus the training history, subset, patients and checkpoints.
+
+    Epochs the live metric logger sent already (``epochs_logged``) are not sent again:
+    the history fills in only those of a reused training or of an earlier attempt.
+    """
     _log_evaluation(
         tracker,
         run_id,
@@ -102,8 +145,11 @@ def log_finetune(
         analysed,
         trained.fingerprint,
     )
+    live = set(epochs_logged or ())
     for row in trained.history:
-        tracker.log_metrics(run_id, records.epoch_metrics(row), step=int(row.get("epoch", 0)))
+        step = int(row.get("epoch", 0))
+        if step not in live:
+            tracker.log_metrics(run_id, records.epoch_metrics(row), step=step)
     tracker.log_metrics(run_id, {records.BEST_EPOCH: trained.best_epoch})
     manifest = prepared.frame("train")[["path", "patient", "study", "view"]]
     tracker.log_training_subset(run_id, manifest, name=f"train-{prepared.data_fingerprint}")

@@ -548,3 +548,186 @@ def _apis_started_for(marker: str) -> list[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+# --- issue 16 §6: retry only what can succeed on retry ------------------------------------------
+
+
+def _failed_on(call: Any) -> Any:
+    from prefect.states import Failed
+
+    try:
+        call()
+    except Exception as exc:
+        return Failed(data=exc)
+    raise AssertionError("expected the call to fail")
+
+
+def test_validation_errors_fail_at_once_transient_faults_are_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: tracking.registered_model=radiology/chexpert was refused by MLflow at
+    # registration, retried 3 times (14 s) as if transient, then failed with tracebacks.
+    import socket
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
+    from mlflow.utils.validation import _validate_model_name
+
+    from chexflow.errors import ChexflowError
+    from tasks.tracking import RETRY, retry_transient_only
+
+    assert RETRY["retry_condition_fn"] is retry_transient_only
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]  # nothing listens once the socket is closed
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    unreachable = MlflowClient(f"http://127.0.0.1:{closed_port}")
+
+    def exists() -> None:
+        raise MlflowException("experiment 'x' already exists", RESOURCE_ALREADY_EXISTS)
+
+    def locked() -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    def user_error() -> None:
+        raise ChexflowError("data.image_size: too small")
+
+    def http_error(status: int) -> Any:
+        import httpx
+
+        request = httpx.Request("POST", "http://127.0.0.1/api/flow_runs/")
+        response = httpx.Response(status, request=request)
+        return lambda: response.raise_for_status()
+
+    never = {
+        "invalid model name": lambda: _validate_model_name("radiology/chexpert"),
+        "already exists": exists,
+        "user error": user_error,
+        "HTTP 409": http_error(409),
+        "HTTP 422": http_error(422),
+        "a bug": lambda: {}["missing"],
+    }
+    retried = {
+        "connection refused": lambda: unreachable.get_experiment_by_name("x"),
+        "database locked": locked,
+        "HTTP 503": http_error(503),
+        "socket": lambda: socket.create_connection(("127.0.0.1", closed_port), timeout=5),
+    }
+    for name, call in never.items():
+        assert not retry_transient_only(None, None, _failed_on(call)), name
+    for name, call in retried.items():
+        assert retry_transient_only(None, None, _failed_on(call)), name
+
+
+# --- issue 16 §2 and §4: run identity from content; checkpoints verified where read -------------
+
+
+def _invert_jpegs(root: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for path in root.rglob("*.jpg"):
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+        Image.fromarray(255 - pixels).save(path, quality=95)
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(
+    prefect_api, tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Any]:
+    """One finished 2-epoch fine-tune (the runs below reuse or replace its training)."""
+    from flows.finetune import finetune
+
+    workdir = tmp_path_factory.mktemp("trained")
+    config = load_config(None, [*TINY, "train.epochs=2", "tracking.register_models=false"])
+    result = finetune(str(tiny_dataset), 0.5, 0, config, str(workdir))
+    return workdir, result
+
+
+def _run(workdir: Path, run_id: str) -> Any:
+    return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").get_run(run_id)
+
+
+@pytest.mark.slow
+def test_each_epoch_metric_is_logged_once(trained_workdir) -> None:
+    # Before: every epoch/* value was logged twice, live and again from the history.
+    workdir, result = trained_workdir
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    for key in ("epoch/val_loss", "epoch/train_loss", "epoch/val_auroc_mean"):
+        steps = [m.step for m in client.get_metric_history(result.run_id, key)]
+        assert sorted(steps) == [1, 2], (key, steps)
+
+
+@pytest.mark.slow
+def test_inverted_images_are_another_training_and_another_evaluation_set(
+    trained_workdir, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    # Before: same training_fingerprint, reused_training=true, and compare accepted both
+    # runs as scored on one evaluation set (the digest hashed paths only).
+    from chexflow.errors import ChexflowError
+    from flows.compare import compare
+    from flows.finetune import finetune
+
+    workdir, first = trained_workdir
+    data = tmp_path / "CheXpert-v1.0-small"
+    shutil.copytree(tiny_dataset, data)
+    _invert_jpegs(data)
+    config = load_config(None, [*TINY, "train.epochs=2", "tracking.register_models=false"])
+    second = finetune(str(data), 0.5, 0, config, str(workdir))
+    assert second.reused_training is False
+    tags = [_run(workdir, r).data.tags for r in (first.run_id, second.run_id)]
+    fingerprints = {t["chexflow.training_fingerprint"] for t in tags}
+    assert len(fingerprints) == 2 and len({t["chexflow.eval_digest"] for t in tags}) == 2
+    with pytest.raises(ChexflowError, match="different evaluation sets"):
+        compare(run_ids=[first.run_id, second.run_id], config=config, workdir=str(workdir))
+
+
+@pytest.mark.slow
+def test_a_copied_workdir_reads_its_own_checkpoints_and_a_damaged_one_is_retrained(
+    trained_workdir, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    # Before: the training cache stored absolute paths (a copy read the original's
+    # checkpoints), and a damaged best.pt was reused on every rerun and crashed evaluation
+    # with a raw RuntimeError.
+    from flows.finetune import finetune
+
+    workdir, first = trained_workdir
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    config = load_config(None, [*TINY, "train.epochs=2", "tracking.register_models=false"])
+    fingerprint = _run(workdir, first.run_id).data.tags["chexflow.training_fingerprint"]
+    original = workdir / "checkpoints" / fingerprint / "best.pt"
+    kept = original.read_bytes()
+    original.write_bytes(b"damaged")  # the copy must not read this file
+    try:
+        reused = finetune(str(tiny_dataset), 0.5, 0, config, str(copy))
+    finally:
+        original.write_bytes(kept)
+    assert reused.reused_training is True
+    assert Path(reused.output_dir).is_relative_to(copy)
+
+    damaged = copy / "checkpoints" / fingerprint / "best.pt"
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    again = finetune(str(tiny_dataset), 0.5, 0, config, str(copy))
+    assert again.reused_training is False
+    assert _run(copy, again.run_id).info.status == "FINISHED"
+    from chexflow.checkpoints import digest_problem
+
+    assert digest_problem(damaged) is None, "retrained: best.pt matches its digest again"
+
+
+@pytest.mark.slow
+def test_force_trains_from_scratch(trained_workdir, tiny_dataset: Path) -> None:
+    # Before: --force (whose help says it retrains) resumed from last.pt in 0.25 s.
+    from flows.finetune import finetune
+
+    workdir, _first = trained_workdir
+    config = load_config(None, [*TINY, "train.epochs=2", "tracking.register_models=false"])
+    forced = finetune(str(tiny_dataset), 0.5, 0, config, str(workdir), force=True)
+    tags = _run(workdir, forced.run_id).data.tags
+    assert forced.reused_training is False
+    assert tags.get("chexflow.resumed_from_epoch") in (None, "", "none"), tags
