@@ -3,7 +3,8 @@
 Figures are built on ``matplotlib.figure.Figure`` directly (Agg canvas, no pyplot
 state), so they render without a display and from worker threads. Every figure
 colours a class the same way (``CLASS_COLORS``, Okabe–Ito, colour-blind safe);
-multi-label images are drawn in light grey underneath the single-label ones.
+images with two or more classes (mid grey) and with none of them (light grey) are drawn
+underneath the single-label ones, in greys far enough apart to tell at a glance.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ CLASS_COLORS: dict[str, str] = {
     "Pleural Effusion": "#0072B2",  # blue
     "Normal": "#CC79A7",  # reddish purple
 }
-MULTILABEL_COLOR = "#BBBBBB"
-NO_CLASS_COLOR = "#E4E4E4"
+# CIEDE2000 22.7 apart (the former #BBBBBB / #E4E4E4 were 9.8: one grey at marker size);
+# tests/test_figures.py keeps every legend pair 20 apart, and each 10 from the white page.
+MULTILABEL_COLOR = "#7F7F7F"
+NO_CLASS_COLOR = "#CCCCCC"
 DPI = 130
 RUN_COLORS = ("#4D4D4D", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9")
 
@@ -155,25 +158,38 @@ def _heatmap(ax: Axes, matrix: np.ndarray, classes: Sequence[str], title: str, d
             dark = abs(value) > 0.6 * (np.nanmax(np.abs(matrix)) if diff else 1.0)
             text = f"{value:+.2f}" if diff else f"{value:.2f}"
             color = "white" if dark else "black"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+            ax.text(j, i, text, ha="center", va="center", fontsize=9, color=color)
     return image
 
 
 def plot_mixing(mixing_by_label: Mapping[str, tuple[Sequence[str], Any]], path: Path | str) -> Path:
-    """kNN class-mixing heatmaps, one per run, plus ``last - first`` on their common classes."""
+    """kNN class-mixing heatmaps, one per run, plus ``last - first`` on their common classes.
+
+    At most two panels a row: the report shows figures at most ~1140 CSS px wide, where a
+    row of four panels shrank the cell numbers to ~6 px (tests/test_figures.py: ≥ 9 px).
+    """
     items = list(mixing_by_label.items())
     panels = len(items) + (1 if len(items) > 1 else 0)
-    fig, axes = _figure(1, panels, (4.4 * panels, 4.2))
-    for ax, (label, (classes, matrix)) in zip(axes[0], items, strict=False):
+    columns = min(panels, 2)
+    rows = -(-panels // columns)
+    fig, grid = _figure(rows, columns, (4.4 * columns, 4.2 * rows))
+    axes = list(grid.flat)
+    for ax, (label, (classes, matrix)) in zip(axes, items, strict=False):
         image = _heatmap(ax, _as_matrix(matrix), list(classes), label, diff=False)
-    axes[0][0].set_ylabel("class", fontsize=9)
-    fig.colorbar(image, ax=axes[0][: len(items)].tolist(), shrink=0.8, label="share of neighbours")
+    for ax in axes[::columns]:
+        ax.set_ylabel("class", fontsize=9)
+    # One scale (0-1) for every run: its colour bar beside the first row only, so that it
+    # does not run into the difference panel's own bar below.
+    first_row = axes[: min(len(items), columns)]
+    fig.colorbar(image, ax=first_row, shrink=0.8, label="share of neighbours")
     if len(items) > 1:
         (first_label, (first_cls, first)), (last_label, (last_cls, last)) = items[0], items[-1]
         common = [c for c in first_cls if c in last_cls]
         delta = _restrict(last_cls, last, common) - _restrict(first_cls, first, common)
-        image = _heatmap(axes[0][-1], delta, common, f"{last_label} − {first_label}", diff=True)
-        fig.colorbar(image, ax=axes[0][-1], shrink=0.8, label="difference")
+        image = _heatmap(axes[len(items)], delta, common, f"{last_label} − {first_label}", True)
+        fig.colorbar(image, ax=axes[len(items)], shrink=0.8, label="difference")
+    for ax in axes[panels:]:
+        ax.axis("off")
     return _save(fig, path)
 
 
