@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -24,6 +25,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import trustworthiness
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from chexflow.errors import ConfigError, DataError
 
@@ -157,6 +159,15 @@ def _embed(
         if init.shape != (len(x), 2):
             raise DataError(f"t-SNE initialisation must have shape ({len(x)}, 2), got {init.shape}")
         init = rescale(np.array(init, dtype=np.float64))
+    # A bar on a terminal only: openTSNE computes the KL divergence at each callback.
+    show = sys.stderr.isatty()
+    every = 25
+    bar = tqdm(total=250 + 500, desc=f"t-SNE n={len(x)}", unit="it", disable=not show)
+
+    def advance(_iteration: int, _error: float, _embedding: np.ndarray) -> bool:
+        bar.update(every)
+        return False  # never stop early
+
     estimator = TSNE(
         n_components=2,
         learning_rate="auto",
@@ -167,8 +178,13 @@ def _embed(
         negative_gradient_method="auto",
         random_state=seed,
         verbose=False,
+        early_exaggeration_iter=250,
+        n_iter=500,
+        callbacks=advance if show else None,
+        callbacks_every_iters=every,
     )
-    return np.asarray(estimator.fit(x, affinities=affinities), dtype=np.float32)
+    with bar:
+        return np.asarray(estimator.fit(x, affinities=affinities), dtype=np.float32)
 
 
 def _check_tsne_input(features_pre: np.ndarray) -> np.ndarray:
