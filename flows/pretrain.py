@@ -20,7 +20,13 @@ from tasks import pretrain as steps
 from tasks import tracking as mlflow_tasks
 
 
-@flow(name="pretrain", persist_result=True, result_serializer="json", log_prints=True)
+@flow(
+    name="pretrain",
+    flow_run_name=records.PRETRAIN_RUN_NAME,
+    persist_result=True,
+    result_serializer="json",
+    log_prints=True,
+)
 def pretrain(
     data_dir: str,
     config: ChexflowConfig = ChexflowConfig(),
