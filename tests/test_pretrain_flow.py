@@ -155,3 +155,17 @@ def test_bench_augment_writes_its_figures(tmp_path: Path) -> None:
     s64, s320 = doc["results"]["s64"], doc["results"]["s320"]
     assert s320["simclr_two_views_cpu_s_per_image"]["median"] > 0
     assert s64["gather_with_augment_cpu_s_per_image"]["median"] > 0
+
+
+def test_cli_pretrain_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["pretrain", "--data", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "--data" in missing.output
+    bad = runner.invoke(
+        app, ["pretrain", "--data", str(tmp_path), "--set", "pretrain.max_images=1"]
+    )
+    assert bad.exit_code == 2 and "pretrain.max_images" in bad.output
