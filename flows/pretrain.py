@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from chexflow import records
+from chexflow import records, runtime
 from chexflow.config import ChexflowConfig
 from chexflow.results import PretrainingResult
 from chexflow.tracking import make_tracker
@@ -43,6 +43,10 @@ def pretrain(
     workdir, data_dir = absolute(workdir), absolute(data_dir)
     check_inputs(config, workdir)
     logger = get_run_logger()
+    parallelism = runtime.configure(
+        config.train.threads, config.train.num_workers, config.train.device
+    )
+    logger.info("Parallelism: %s", parallelism.describe())
     planned = steps.plan(data_dir, config.data, config.model, config.pretrain, workdir)
     if planned.cached is not None and not force:
         cached = planned.cached
