@@ -6,6 +6,7 @@ state dict of the best epoch) and a `.json` beside each with its epoch, score an
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -96,9 +97,20 @@ def save_checkpoint(
 ) -> Path:
     """Write `name` (.pt) atomically, then its `.json` metadata with the file's sha256."""
     path = directory / name
-    digest = atomic_torch_save(dict(payload), path)
-    info = {**meta, "file": name, "sha256": digest}
-    atomic_write_json(path.with_suffix(".json"), info, indent=2, sort_keys=True)
+    try:
+        digest = atomic_torch_save(dict(payload), path)
+        info = {**meta, "file": name, "sha256": digest}
+        atomic_write_json(path.with_suffix(".json"), info, indent=2, sort_keys=True)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A full disk is the operator's to fix, not a bug: one line, never retried. The
+        # atomic writes leave the previous epoch's checkpoint whole: a rerun resumes there.
+        raise ChexflowError(
+            f"no space left on the device of {directory} while writing {name} "
+            f"({exc.strerror or 'ENOSPC'}): free some space, then rerun to resume from "
+            "the last complete epoch"
+        ) from exc
     return path
 
 

@@ -65,6 +65,19 @@ def atomic_file(path: Path, mode: int | None = None, fsync: bool = False) -> Ite
         tmp.unlink(missing_ok=True)
 
 
+def sqlite_url(path: Path, scheme: str = "sqlite") -> str:
+    """A SQLAlchemy URL of the SQLite file ``path`` (absolute), its characters escaped.
+
+    An f-string URL takes a ``?`` in the path as the start of a query and ``%20`` as a
+    space: the database lands elsewhere (a workdir holding ``?`` made Prefect and MLflow
+    share one file outside it). SQLAlchemy unquotes the path. Only ``%`` and ``?`` are
+    escaped (SQLAlchemy reads spaces and ``#`` as they are), because MLflow creates the
+    parent directory of the path as the URL spells it, without unquoting.
+    """
+    text = str(Path(path).resolve()).replace("%", "%25").replace("?", "%3F")
+    return f"{scheme}:///{text}"
+
+
 def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
     """Replace ``path`` with ``text`` (UTF-8) atomically."""
     with atomic_file(path, mode) as handle:

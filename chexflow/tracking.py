@@ -26,6 +26,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from chexflow.errors import ChexflowError
+from chexflow.files import sqlite_url
 from chexflow.procinfo import is_running, start_ticks
 from chexflow.records import (
     COMPARED_KINDS,
@@ -55,7 +56,7 @@ def default_tracking_uri(workdir: Path) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{(Path(workdir) / 'mlflow.db').resolve()}"
+    return sqlite_url(Path(workdir) / "mlflow.db")
 
 
 def artifact_root(workdir: Path) -> str:

@@ -12,6 +12,7 @@ import typer
 
 from chexflow.environment import apply_environment_defaults
 from chexflow.errors import ChexflowError
+from chexflow.files import sqlite_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,7 +32,13 @@ def configure_environment(workdir: Path) -> None:
     apply_environment_defaults()
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
-        os.environ["PREFECT_HOME"] = str((workdir / "prefect").resolve())
+        home = (workdir / "prefect").resolve()
+        os.environ["PREFECT_HOME"] = str(home)
+        # Prefect builds its default URL with an f-string: a "?", "#" or "%20" in the path
+        # would put the database elsewhere. An escaped URL keeps it in the workdir.
+        if not any(f"PREFECT_{p}_DATABASE_CONNECTION_URL" in os.environ for p in ("SERVER", "API")):
+            url = sqlite_url(home / "prefect.db", "sqlite+aiosqlite")
+            os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url
 
 
 def _is_flow_parameter_error(exc: Exception) -> bool:

@@ -27,6 +27,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -95,7 +96,9 @@ def prefect_database() -> Path | None:
 
     url = get_current_settings().server.database.connection_url
     text = url.get_secret_value() if url is not None else ""
-    return Path(text.removeprefix(_PREFECT_SQLITE)) if text.startswith(_PREFECT_SQLITE) else None
+    if not text.startswith(_PREFECT_SQLITE):
+        return None
+    return Path(urllib.parse.unquote(text.removeprefix(_PREFECT_SQLITE)))  # files.sqlite_url
 
 
 def seed_prefect_home() -> Callable[[], None]:

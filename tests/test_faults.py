@@ -731,3 +731,78 @@ def test_force_trains_from_scratch(trained_workdir, tiny_dataset: Path) -> None:
     tags = _run(workdir, forced.run_id).data.tags
     assert forced.reused_training is False
     assert tags.get("chexflow.resumed_from_epoch") in (None, "", "none"), tags
+
+
+@pytest.mark.slow
+def test_a_workdir_with_url_characters_keeps_every_database_inside(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    # Before: with "?" in the path Prefect and MLflow shared one SQLite file outside the
+    # workdir; with "%20" the temporary API restarted 14 times and the command hung.
+    parent = tmp_path / "a?b%20c#d e"
+    workdir = parent / "work"
+    env = _clean_env(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+    result = subprocess.run(
+        _finetune_args(tiny_dataset, workdir, epochs=1), env=env, capture_output=True,
+        text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in parent.iterdir()) == ["work"]
+    # MLflow (3.x) creates the parent of the SQLite path as the URL spells it, escaped, and
+    # puts nothing there: no database, no artifact lies outside the workdir.
+    outside = [p for p in tmp_path.rglob("*") if not p.is_relative_to(parent)]
+    assert [p for p in outside if not p.is_dir()] == []
+    assert (workdir / "mlflow.db").is_file() and (workdir / "prefect" / "prefect.db").is_file()
+    run_id = json.loads(result.stdout[result.stdout.index("{") :])["run_id"]
+    from chexflow.tracking import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(workdir))
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert list((workdir / "mlartifacts").rglob("best.pt")), "artifacts inside the workdir"
+
+
+@pytest.mark.parametrize("name", ["a?b", "a%20b", "a#b", "a b", "100%", "plain"])
+def test_sqlite_urls_name_the_file_whatever_the_path_holds(tmp_path: Path, name: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from chexflow.files import sqlite_url
+    from chexflow.tracking import default_tracking_uri
+
+    path = tmp_path / name / "mlflow.db"
+    for url in (sqlite_url(path), sqlite_url(path, "sqlite+aiosqlite")):
+        parsed = make_url(url)
+        assert parsed.database == str(path) and not parsed.query, url
+    assert make_url(default_tracking_uri(tmp_path / name)).database == str(path)
+
+
+@pytest.mark.slow
+def test_a_disk_full_mid_training_fails_the_run_in_one_line(
+    prefect_api, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the run stayed RUNNING and the command printed 2,836 lines of tracebacks.
+    import errno
+
+    from chexflow import checkpoints
+
+    real_save = checkpoints.atomic_torch_save
+    writes: list[Path] = []
+
+    def fill_up(obj: Any, path: Path) -> str:
+        writes.append(path)
+        if len(writes) > 2:  # epoch 1's last.pt and best.pt are written; epoch 2 meets ENOSPC
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(obj, path)
+
+    monkeypatch.setattr(checkpoints, "atomic_torch_save", fill_up)
+    workdir = tmp_path / "work"
+    sets = [arg for item in [*TINY, "train.epochs=3"] for arg in ("--set", item)]
+    args = ["finetune", "--data", str(tiny_dataset), "--fraction", "0.5", "--workdir", str(workdir)]
+    result = runner.invoke(app, [*args, *sets])
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: no space left on the device of "), line
+    assert "rerun to resume" in line and "Traceback" not in result.output
+    (run,) = _finetune_runs(MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}"))
+    assert run.info.status == "FAILED"
+    assert run.data.tags["chexflow.failure"] == line.removeprefix("error: ")
+    assert len(writes) == 3, "not retried"

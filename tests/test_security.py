@@ -364,3 +364,54 @@ def _prefect_parameters(env: dict[str, str]) -> list[Any]:
         flow_runs = json.loads(response.read())
     assert flow_runs
     return [[r["name"], r["parameters"], r.get("tags")] for r in flow_runs]
+
+
+def _stack_postgres_available() -> bool:
+    import importlib.util
+    import pwd
+
+    try:
+        postgres.postgres_bin()
+        if os.geteuid() == 0:
+            pwd.getpwnam("postgres")
+    except (ChexflowError, KeyError):
+        return False
+    return importlib.util.find_spec("psycopg") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _stack_postgres_available(), reason="no PostgreSQL server binaries")
+def test_the_postgres_password_is_on_no_command_line_and_in_no_log() -> None:
+    # Before: `up --db postgres` put the password on the MLflow server's command line (ps
+    # shows it to every local user) and in stack/mlflow-server.log, mode 0644.
+    from deployments.stack.processes import process_tree
+
+    root = Path(tempfile.mkdtemp(prefix="chexflow-secret-"))
+    root.chmod(0o755)  # PostgreSQL runs as `postgres`: pytest's 0700 tmp dirs would stop it
+    work = root / "work"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    ports = [str(network.free_port()) for _ in range(3)]
+    up = [CHEXFLOW, "up", "--workdir", str(work), "--db", "postgres", "--gpu-workers", "0",
+          "--prefect-port", ports[0], "--mlflow-port", ports[1], "--pg-port", ports[2]]  # fmt: skip
+    try:
+        result = subprocess.run(up, capture_output=True, text=True, timeout=600, env=clean)
+        assert result.returncode == 0, result.stdout + result.stderr
+        password = (state.stack_dir(work) / "postgres" / "password").read_text().strip()
+        assert len(password) >= 24
+        record = state.StackState.load(state.state_path(work))
+        assert record is not None and record.services
+        pids = [pid for service in record.services for pid in process_tree(service.pid)]
+        for pid in pids:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                assert password not in cmdline, f"pid {pid}: {cmdline[:200]}"
+        logs = list(state.stack_dir(work).rglob("*.log"))
+        assert any(p.name == "mlflow-server.log" for p in logs)
+        for log in logs:
+            assert password not in log.read_text(errors="replace"), log
+            assert stat.S_IMODE(log.stat().st_mode) == 0o600, log
+        assert password not in result.stdout + result.stderr
+    finally:
+        subprocess.run([CHEXFLOW, "down", "--workdir", str(work)], capture_output=True,
+                       timeout=300, env=clean, check=False)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)

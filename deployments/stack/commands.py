@@ -71,8 +71,13 @@ def prefect_server_command(settings: StackSettings) -> list[str]:
     ]
 
 
-def mlflow_server_command(settings: StackSettings, backend_uri: str) -> list[str]:
+def mlflow_server_command(settings: StackSettings, backend_uri: str | None = None) -> list[str]:
+    """The MLflow server's command line. The stack's backend store URI, which may hold the
+    PostgreSQL password, is not on it (``ps`` shows every local user the command line):
+    ``up`` passes ``MLFLOW_BACKEND_STORE_URI`` in the server's environment. A
+    ``backend_uri`` given here (one without a secret) goes on the command line."""
     artifacts = Path(settings.workdir).resolve() / "mlartifacts"
+    store = ["--backend-store-uri", backend_uri] if backend_uri else []
     auth = ["--app-name", "basic-auth"] if settings.auth else []
     return [
         venv_executable("mlflow"),
@@ -83,8 +88,7 @@ def mlflow_server_command(settings: StackSettings, backend_uri: str) -> list[str
         str(settings.mlflow_port),
         "--workers",
         "1",
-        "--backend-store-uri",
-        backend_uri,
+        *store,
         "--artifacts-destination",
         str(artifacts),
         *auth,

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from chexflow.files import sqlite_url
+
 AUTH_USER = "admin"
 # Client variables that hold credentials: written to env.sh (0600), never printed by `up`.
 SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")
@@ -63,7 +65,8 @@ def ensure_credentials(directory: Path) -> Credentials:
         ini,
         "[mlflow]\n"
         "default_permission = NO_PERMISSIONS\n"
-        f"database_uri = sqlite:///{auth / 'basic_auth.db'}\n"
+        # escaped for the URL, then "%" doubled for configparser's interpolation
+        f"database_uri = {sqlite_url(auth / 'basic_auth.db').replace('%', '%%')}\n"
         f"admin_username = {AUTH_USER}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chexflow.errors import ChexflowError
+from chexflow.files import sqlite_url
 from deployments.stack.commands import (
     CPU_POOL,
     GPU_POOL,
@@ -142,8 +143,8 @@ def _start_all(settings: StackSettings, state: StackState, echo: Callable[[str],
     state.services.append(prefect)
     mlflow = spawn(
         "mlflow-server",
-        mlflow_server_command(settings, mlflow_db),
-        mlflow_env,
+        mlflow_server_command(settings),
+        {**mlflow_env, "MLFLOW_BACKEND_STORE_URI": mlflow_db},  # not on the command line
         directory / "mlflow-server.log",
         cwd=directory,
         port=settings.mlflow_port,
@@ -167,7 +168,7 @@ def _databases(
 ) -> tuple[str | None, str]:
     """(Prefect database URL or None for its SQLite default, MLflow backend store URI)."""
     if settings.db == "sqlite":
-        return None, f"sqlite:///{Path(settings.workdir).resolve() / 'mlflow.db'}"
+        return None, sqlite_url(Path(settings.workdir) / "mlflow.db")
     if settings.db == "postgres":
         service, base = start_postgres(settings, env)
         state.services.append(service)

@@ -137,7 +137,8 @@ def start_postgres(settings: StackSettings, env: dict[str, str]) -> tuple[Servic
     command = postgres_command(postgres_bin(), data, settings.pg_port)
     log = directory / "postgres.log"
     if user:
-        log.touch()
+        log.touch(mode=0o600)
+        log.chmod(0o600)
         _chown(log, user)
     service = spawn(
         "postgres",

@@ -75,9 +75,14 @@ def spawn(
     url: str | None = None,
     stop_signal: int = signal.SIGTERM,
 ) -> Service:
-    """Start a service in a new session (its own process group), output to ``log``."""
+    """Start a service in a new session (its own process group), output to ``log``.
+
+    The log is private (0600): a server may print its configuration or a database URL.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(descriptor, 0o600)  # a log created before, or by another umask
+    with open(descriptor, "ab") as out:
         out.write(f"\n--- {time.strftime('%F %T')} {' '.join(command)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
