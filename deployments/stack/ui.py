@@ -42,7 +42,10 @@ def ui_command(workdir: Path, port: int) -> tuple[list[str], dict[str, str], str
         )
     check_ports({"--port": port})
     settings = StackSettings(workdir=Path(workdir), mlflow_port=port)
-    return mlflow_server_command(settings, uri), base_env(Path(workdir)), f"http://{HOST}:{port}"
+    # The store URI may hold a database password: in the environment, not on the command line
+    # (`ps` shows that to every local user), as the stack's own server gets it.
+    env = {**base_env(Path(workdir)), "MLFLOW_BACKEND_STORE_URI": uri}
+    return mlflow_server_command(settings), env, f"http://{HOST}:{port}"
 
 
 def exec_ui(workdir: Path, port: int, echo: Callable[[str], None] = print) -> None:
