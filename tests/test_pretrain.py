@@ -57,6 +57,7 @@ def radiographs(n: int, seed: int = 0) -> np.ndarray:
 
 def test_pretraining_lowers_the_loss_and_fine_tuning_loads_it(tmp_path: Path) -> None:
     cfg = ModelConfig(name="test_resnet")
+    torch.manual_seed(0)  # the initialisation too: other tests leave the global RNG anywhere
     model = create_model(cfg, num_classes=5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     seen: list[tuple[int, float]] = []
@@ -67,7 +68,9 @@ def test_pretraining_lowers_the_loss_and_fine_tuning_loads_it(tmp_path: Path) ->
         model, radiographs(64), settings, on_epoch=lambda e, loss: seen.append((e, loss))
     )
     assert [e for e, _ in seen] == list(range(8)) and result.images == 64
-    assert np.mean(result.losses[-3:]) < result.losses[0] - 0.2, result.losses
+    # Epoch losses are noisy (4 batches each): the last three epochs against the first two,
+    # which lay 0.19-0.30 apart over model seeds 0-3 (the margin asked is 0.1).
+    assert np.mean(result.losses[-3:]) < np.mean(result.losses[:2]) - 0.1, result.losses
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("conv1") or k.startswith("stem") for k in changed), changed
     path = save_backbone(model, tmp_path / "pretrained.safetensors")
