@@ -326,6 +326,9 @@ def base_env(**extra: str) -> dict[str, str]:
     if threads:
         env["OMP_NUM_THREADS"] = threads
     env.update(OFFLINE_ENV)
+    # A cold home migrates its database first: on a loaded 2-core machine that outlasts
+    # Prefect's default wait for the temporary API (the CLI allows 180 s the same way).
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path.cwd()), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
