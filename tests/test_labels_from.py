@@ -226,3 +226,16 @@ def test_demo_data_from_labels_samples_the_csv_and_is_reused(tmp_path: Path) -> 
     stamp = (root / "train.csv").stat().st_mtime_ns
     assert ensure_demo_data(tmp_path / "work", settings) == root  # cached by CSV digest
     assert (root / "train.csv").stat().st_mtime_ns == stamp
+
+
+def test_a_csv_saved_with_a_byte_order_mark_round_trips(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" starts the file with U+FEFF: it crashed _text_rows with
+    # "'Path' is not in list" (exit 1, a traceback); the BOM is not part of the header.
+    source = write_input(tmp_path / "plain.csv")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    from chexflow.data.relabel import count_patients
+
+    assert count_patients(bom) == 5
+    out = write_synthetic_from_labels(bom, tmp_path / "data", image_size=SIZE, progress=False)
+    assert read_table(out / "train.csv") == read_table(source)

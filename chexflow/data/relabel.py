@@ -134,7 +134,7 @@ def read_label_rows(csv_path: Path) -> tuple[pd.DataFrame, list[list[str]]]:
 
 def _text_rows(path: Path) -> list[list[str]]:
     """The 19 CheXpert columns of every non-blank row, as written."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader)
         index = [header.index(name) for name in CHEXPERT_COLUMNS]
@@ -154,7 +154,7 @@ def count_patients(csv_path: Path) -> int:
     opener = _OPENERS.get(csv_path.suffix.lower(), open)
     patients: set[str] = set()
     try:
-        with opener(csv_path, "rt", newline="", encoding="utf-8") as handle:
+        with opener(csv_path, "rt", newline="", encoding="utf-8-sig") as handle:
             for row in csv.reader(handle):
                 match = _NUMBERS.search(row[0]) if row else None
                 if match:
