@@ -102,7 +102,10 @@ def data_summary(
     from chexflow.data.summary import format_summary, summarise
 
     cfg = _load_config(config, set_)
-    summary = summarise(data, cfg.data, parse_list(fractions, float, "--fractions"), seed)
+    from chexflow.config import check_fractions
+
+    wanted = check_fractions(parse_list(fractions, float, "--fractions"))
+    summary = summarise(data, cfg.data, wanted, seed)
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 

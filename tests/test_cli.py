@@ -83,3 +83,26 @@ def test_synth_writes_a_dataset_the_summary_reads(tmp_path: Path) -> None:
     result = invoke("synth", str(out), "--patients", "30", "--image-size", "32")
     assert result.exit_code == 0, result.output
     assert (out / "train.csv").is_file() and (out / "valid.csv").is_file()
+
+
+@pytest.mark.parametrize("fractions", ["2", "0", "0.1,nan", "0.1,0.1"])
+def test_data_summary_refuses_fractions_outside_0_1(tiny_dataset: Path, fractions: str) -> None:
+    # `--fractions 2` printed "fraction 2.0 is outside (0, 1]" in the table and exited 0.
+    result = invoke("data", "summary", "--data", str(tiny_dataset), "--fractions", fractions)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "fractions" in lines[0], result.output
+
+
+def test_synth_draws_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "data"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("chexflow")), "synth", str(out), "--patients", "12",
+         "--image-size", "16"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "synthetic images" not in done.stderr  # a bar: 72 updates in a redirected demo.err

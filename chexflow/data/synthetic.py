@@ -262,7 +262,7 @@ def write_dataset(
     try:
         for split, rows in tables.items():
             _write_rows(tmp / f"{split}.csv", rows)
-        for spec in tqdm(images, desc="synthetic images", unit="img", disable=not progress):
+        for spec in tqdm(images, desc="synthetic images", unit="img", disable=_bar_off(progress)):
             target = tmp / spec.path
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(_render(spec, seed, image_size)).save(
@@ -276,3 +276,9 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _bar_off(progress: bool) -> bool | None:
+    """tqdm's ``disable``: off when not asked for; when asked, on only if stderr is a terminal
+    (``None`` is tqdm's own TTY check), so logs and redirected output stay clean."""
+    return None if progress else True
