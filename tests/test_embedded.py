@@ -41,6 +41,9 @@ def _offline_env(**extra: str) -> dict[str, str]:
     env.update(
         MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false"
     )
+    # A cold home migrates first; the CLI allows 180 s for that (Prefect's default is 20 s,
+    # which a loaded 2-core machine outlasts, and the start is now bounded: flows/embedded.py).
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
