@@ -19,6 +19,8 @@ TINY_MODEL = ["--model", "test_resnet", "--image-size", "32"]
 def run_bench(module: str, out: Path, *args: str, timeout: float = 600) -> dict:
     """``python -m bench.<module> ... --out out`` in a fresh process; the JSON it wrote."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # In-process flows start a temporary API in a cold home: allow it what the CLI allows.
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(
