@@ -6,7 +6,9 @@ Light on purpose (Prefect's settings only): the CLI imports it before the flows.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -84,6 +86,10 @@ def start_temporary_api() -> Callable[[], None]:
 
     bound = float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
     server = SubprocessASGIServer()
+    # The API process inherits this process's environment (Prefect's Popen copies
+    # os.environ), so the watcher can find it by this mark even if this process ends before
+    # the reporter has told it the API's pid.
+    os.environ[API_OWNER_ENV] = owner_mark()
     watcher = watch_api_processes()
     failure: list[BaseException] = []
 
@@ -116,6 +122,12 @@ def start_temporary_api() -> Callable[[], None]:
             if process is not None:  # SIGKILL (not exit code 3): Prefect stops restarting it
                 with contextlib.suppress(OSError):
                     process.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=5)
+            # Prefect's exit handler would log "Stopping temporary server" after the one
+            # line below; the process is stopped here, and the watcher stops any API
+            # restarted meanwhile when this process ends.
+            atexit.unregister(server.stop)
             home = get_current_settings().home
             reason = (
                 f"did not answer within {bound:.0f} s"
@@ -149,9 +161,20 @@ def _report(watcher: subprocess.Popen[bytes] | None, server: Any, reported: set[
         reported.add(process.pid)
 
 
+# Marks the temporary API's environment with its owner (``owner_mark``).
+API_OWNER_ENV = "CHEXFLOW_API_OWNER"
+
+
+def owner_mark() -> str:
+    """``"<pid>:<start ticks>"`` of this process: unique on this machine while it lives."""
+    return f"{os.getpid()}:{start_ticks(os.getpid())}"
+
+
 # Reads "pid start-ticks" lines until its stdin ends, i.e. until every process holding the
-# other end of the pipe is gone, then stops the listed processes that are still the same
-# ones (SIGTERM, SIGKILL after 5 s). Standard library only: it starts in ~20 ms.
+# other end of the pipe is gone; adds the uvicorn processes whose environment carries the
+# owner's mark (argv[1]), which covers an API spawned in the instant before the owner died,
+# before its pid was reported; then stops those that are still the same processes
+# (SIGTERM, SIGKILL after 5 s). Standard library only: it starts in ~20 ms.
 _WATCHER = """
 import os, signal, sys, time
 def ticks(pid):
@@ -161,7 +184,27 @@ def ticks(pid):
     except (OSError, IndexError):
         return None
     return None if fields[0] in ("Z", "X") else fields[19]
+def marked(mark):
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if b"uvicorn" not in f.read():
+                    continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if mark not in f.read().split(b"\\0"):
+                    continue
+        except OSError:
+            continue
+        t = ticks(int(name))
+        if t is not None:
+            found[name] = t
+    return found
 watched = dict(line.split() for line in sys.stdin if len(line.split()) == 2)
+if len(sys.argv) > 1 and sys.argv[1]:
+    watched.update(marked(f"CHEXFLOW_API_OWNER={sys.argv[1]}".encode()))
 alive = [p for p, t in watched.items() if ticks(int(p)) == t]
 for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
     for p in alive:
@@ -189,7 +232,7 @@ def watch_api_processes() -> subprocess.Popen[bytes] | None:
     """
     try:
         watcher = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _WATCHER],
+            [sys.executable, "-I", "-S", "-c", _WATCHER, os.environ.get(API_OWNER_ENV, "")],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

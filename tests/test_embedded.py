@@ -153,3 +153,40 @@ def test_the_early_api_is_the_one_the_flows_use(tmp_path: Path) -> None:
     assert shown["running"] and shown["batched"]
     assert shown["used"].rstrip("/") == shown["api_url"].rstrip("/")
     assert shown["servers"] == 1
+
+
+def test_the_watcher_stops_an_api_whose_pid_it_never_heard_of(tmp_path: Path) -> None:
+    # Before: the watcher knew the API only by the pid the CLI's reporter thread sent it, so
+    # a command killed in the instant between the API's spawn and that report left the API
+    # running (tests/test_faults.py's kill -9 / -15 on a loaded CI machine).
+    import time
+
+    from flows.embedded import API_OWNER_ENV, watch_api_processes
+
+    mark = f"test-{os.getpid()}-{time.monotonic_ns()}"
+    # stands in for the API: "uvicorn" in its command line, the owner's mark in its env
+    api = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "uvicorn"],
+        env={**os.environ, API_OWNER_ENV: mark},
+    )
+    bystander = subprocess.Popen(  # a uvicorn of someone else: left alone
+        [sys.executable, "-c", "import time; time.sleep(120)", "uvicorn"],
+        env={**os.environ, API_OWNER_ENV: "someone-else"},
+    )
+    previous = os.environ.get(API_OWNER_ENV)
+    os.environ[API_OWNER_ENV] = mark
+    try:
+        watcher = watch_api_processes()
+        assert watcher is not None and watcher.stdin is not None
+        watcher.stdin.close()  # the owner ends without reporting a pid
+        assert watcher.wait(timeout=60) == 0
+        assert api.wait(timeout=10) == -15  # SIGTERM
+        assert bystander.poll() is None
+    finally:
+        if previous is None:
+            os.environ.pop(API_OWNER_ENV, None)
+        else:
+            os.environ[API_OWNER_ENV] = previous
+        for process in (api, bystander):
+            process.kill()
+            process.wait()

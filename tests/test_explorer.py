@@ -20,6 +20,7 @@ from bokeh.palettes import Viridis256
 from helpers import CHROMIUM_FLAGS, chromium
 from PIL import Image
 
+from chexflow.analysis.plots import MULTILABEL_COLOR
 from chexflow.comparison import RunRecord
 from chexflow.data.labels import EVAL_CLASSES
 from chexflow.errors import DataError
@@ -100,7 +101,7 @@ def test_colour_modes_follow_the_labels_and_the_change_pairs(tmp_path: Path) -> 
     assert change_pairs(runs) == [(0, 1)]
     # image 1: Cardiomegaly only -> its class colour; image 0: Atelectasis + Edema -> grey
     assert modes["c_class"].colours[1] == "#56B4E9"
-    assert modes["c_class"].colours[0] == "#BBBBBB"
+    assert modes["c_class"].colours[0] == MULTILABEL_COLOR == "#7F7F7F"
     assert modes["c_status"].colours[0] == "#D55E00" and modes["c_status"].colours[1] == "#0072B2"
     assert (
         modes["c_uncertain"].colours[5] == "#E69F00"

@@ -279,7 +279,7 @@ def test_mlflow_outage_during_logging_loses_no_metric_or_artifact(
         assert {m.step for m in client.get_metric_history(run.info.run_id, key)} == {1, 2, 3}
     assert {"val_auroc_mean", "silhouette", "davies_bouldin", "best_epoch"} <= set(run.data.metrics)
     assert set(CONTRACT_ARTIFACTS) <= _artifacts(client, run.info.run_id)
-    version = client.get_model_version("chexpert-finetune", result["model_version"])
+    version = client.get_model_version("chexpert-finetune", result.model_version)
     assert version.run_id == run.info.run_id
     retried = _retried_tasks(state.state_details.flow_run_id)
     assert retried, "the outage was bridged by Prefect task retries"
@@ -519,9 +519,12 @@ def test_an_api_that_does_not_come_up_stops_the_command_in_one_line(
 ) -> None:
     # Before: an API that exited with code 3 at start-up (a database it could not open)
     # was restarted without end: with %20 in the workdir the command hung for 8 minutes.
+    # A database under a regular file: no one can create its folder (a missing folder is
+    # created when the home's database is seeded from the template, flows/databases.py).
+    (tmp_path / "a-file").write_text("not a folder")
     env = _clean_env(
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="15",
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db",
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path}/a-file/x.db",
     )
     started = time.monotonic()
     result = subprocess.run(
