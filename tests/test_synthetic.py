@@ -354,3 +354,19 @@ def test_lateral_is_another_picture_with_weaker_signs() -> None:
 def test_ap_magnifies_the_heart() -> None:
     pa, ap = render({}), render({}, view="AP")
     assert region(ap, (0.3, 0.5), (0.15, 0.35)).mean() > region(pa, (0.3, 0.5), (0.15, 0.35)).mean()
+
+
+def test_worker_processes_write_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rendering in parallel (3000 patients at 64 px: 35.3 s -> 16.2 s on 2 cores) must not
+    # change a byte: each image has its own random stream.
+    monkeypatch.setattr(synthetic, "PARALLEL_MIN_IMAGES", 1)
+    monkeypatch.setattr(synthetic, "RENDER_CHUNK", 7)
+    serial = write_synthetic(tmp_path / "serial", 12, SIZE, 3, progress=False, workers=1)
+    parallel = write_synthetic(tmp_path / "parallel", 12, SIZE, 3, progress=False, workers=2)
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
+    assert len(files) > 20
+    assert files == sorted(p.relative_to(parallel) for p in parallel.rglob("*") if p.is_file())
+    for name in files:
+        assert (serial / name).read_bytes() == (parallel / name).read_bytes(), name
