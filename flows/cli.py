@@ -12,6 +12,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -161,6 +162,10 @@ def sweep(
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     dispatch: Annotated[str, typer.Option(help="local, or deployment (work pools).")] = "local",
     force: bool = False,
+    overlap: Annotated[
+        bool,
+        typer.Option(help="Local fine-tunes: train the next while the last one is analysed."),
+    ] = True,
 ) -> None:
     """Fine-tune every fraction × seed under one MLflow parent run, then compare them."""
     from chexflow.config import check_fractions, check_seeds
@@ -182,6 +187,7 @@ def sweep(
         str(workdir),
         dispatch_to=dispatch,
         force=force,
+        overlap_analysis=overlap,
     )
     _print_sweep(result, workdir)
 
@@ -256,8 +262,15 @@ def demo(
     _check_run_inputs(settings.config, workdir)
     configure_environment(workdir)
     api_started = _start_run_services(settings.config, workdir)  # boots while the data is written
-    data = ensure_demo_data(workdir, settings)
-    from flows.sweep import sweep as sweep_flow
+    import chexflow.data.relabel
+    import chexflow.data.synthetic  # noqa: F401 - imported here, not from two threads at once
+
+    # Worker processes render the images while this thread imports the flows.
+    with ThreadPoolExecutor(1, thread_name_prefix="chexflow-demo-data") as pool:
+        writing = pool.submit(ensure_demo_data, workdir, settings)
+        from flows.sweep import sweep as sweep_flow
+
+        data = writing.result()
 
     result = _run_flow(
         sweep_flow,

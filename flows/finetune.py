@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +25,23 @@ from tasks import finetune as steps
 from tasks import tracking as mlflow_tasks
 
 Fraction = Annotated[float, Field(gt=0, le=1, description="Share of training patients, (0, 1].")]
+
+# One fine-tune of this process trains and embeds at a time; its analysis (CPU: t-SNE maps,
+# metrics, plots) runs after it lets go, so a sweep's next fine-tune trains meanwhile
+# (flows/sweep.py, ``overlap_analysis``). Uncontended when a process runs one fine-tune.
+DEVICE_TURN = threading.Lock()
+
+
+@contextlib.contextmanager
+def device_turn(name: str) -> Iterator[None]:
+    """Hold this process's device (``DEVICE_TURN``), saying so when it has to wait."""
+    if not DEVICE_TURN.acquire(blocking=False):
+        get_run_logger().info("%s waits for the device (another fine-tune is training)", name)
+        DEVICE_TURN.acquire()
+    try:
+        yield
+    finally:
+        DEVICE_TURN.release()
 
 
 def run_name() -> str:
@@ -62,60 +82,64 @@ def finetune(
     get_run_logger().info("Parallelism: %s", parallelism.describe())
     config, _ = pretrained_start(data_dir, config, workdir)  # a sweep has done it already
     tracker = make_tracker(config.tracking.experiment, Path(workdir))
-    prepared = steps.prepare_data(data_dir, config.data, fraction, seed, workdir)
-    steps.check_room(prepared, config.data, workdir)
-    train_fp = pipeline.training_fingerprint(prepared, config.model, config.train, seed)
-    previous = mlflow_tasks.previous_attempts(tracker, train_fp)
     name = records.finetune_run_name(fraction, seed)
-    tags = records.finetune_tags(
-        fraction,
-        seed,
-        config.model.name,
-        prepared.eval_digest,
-        str(flow_run.id),
-        train_fp,
-        sweep_id,
-        previous,
-    )
-    tags.update(records.init_tags(starting_point(config.model)))
-    tags.update(inputs.tags() if inputs else {})  # coverage of an incomplete init_checkpoint
-    run_id = mlflow_tasks.start_run(tracker, "finetune", name, tags, parent_run_id=sweep_id)
-    get_run_logger().info(
-        "MLflow run %s (%s), %d training images of %d patients",
-        run_id,
-        name,
-        prepared.n_train_images,
-        prepared.n_train_patients,
-    )
-    with closing_run(tracker, run_id):
-        metric_logger = BatchedMetricLogger(tracker, run_id)
-        # One line per epoch in the run's log (the console of the CLI, the Prefect UI).
-        progress = EpochProgress(config.train.epochs, get_run_logger())
-        trained, reused = steps.train_or_reuse(
-            prepared, config, workdir, force, [metric_logger, progress]
+    device = contextlib.ExitStack()
+    with device:
+        device.enter_context(device_turn(name))  # released once the evaluation is embedded
+        prepared = steps.prepare_data(data_dir, config.data, fraction, seed, workdir)
+        steps.check_room(prepared, config.data, workdir)
+        train_fp = pipeline.training_fingerprint(prepared, config.model, config.train, seed)
+        previous = mlflow_tasks.previous_attempts(tracker, train_fp)
+        tags = records.finetune_tags(
+            fraction,
+            seed,
+            config.model.name,
+            prepared.eval_digest,
+            str(flow_run.id),
+            train_fp,
+            sweep_id,
+            previous,
         )
-        mlflow_tasks.flush_metrics(metric_logger)
-        outcome = records.training_outcome_tags(reused, trained.resumed_from_epoch)
-        mlflow_tasks.set_tags(tracker, run_id, outcome)
-        evaluated = steps.evaluate_and_embed(
-            prepared, trained, config.data, config.model, config.train, workdir
-        )
-        analysed = steps.analyse(evaluated, config.analysis, name, seed)
-        mlflow_tasks.log_finetune(
-            tracker,
+        tags.update(records.init_tags(starting_point(config.model)))
+        tags.update(inputs.tags() if inputs else {})  # coverage of an incomplete init_checkpoint
+        run_id = mlflow_tasks.start_run(tracker, "finetune", name, tags, parent_run_id=sweep_id)
+        get_run_logger().info(
+            "MLflow run %s (%s), %d training images of %d patients",
             run_id,
-            config,
-            prepared,
-            trained,
-            evaluated,
-            analysed,
-            sorted(metric_logger.epochs_logged),
+            name,
+            prepared.n_train_images,
+            prepared.n_train_patients,
         )
-        version = None
-        if config.tracking.register_models:
-            version = mlflow_tasks.register_model(
-                tracker, config.tracking.registered_model, run_id, fraction, seed
+        with closing_run(tracker, run_id):
+            metric_logger = BatchedMetricLogger(tracker, run_id)
+            # One line per epoch in the run's log (the console of the CLI, the Prefect UI).
+            progress = EpochProgress(config.train.epochs, get_run_logger())
+            trained, reused = steps.train_or_reuse(
+                prepared, config, workdir, force, [metric_logger, progress]
             )
+            mlflow_tasks.flush_metrics(metric_logger)
+            outcome = records.training_outcome_tags(reused, trained.resumed_from_epoch)
+            mlflow_tasks.set_tags(tracker, run_id, outcome)
+            evaluated = steps.evaluate_and_embed(
+                prepared, trained, config.data, config.model, config.train, workdir
+            )
+            device.close()  # the device is free: the next fine-tune may train during the analysis
+            analysed = steps.analyse(evaluated, config.analysis, name, seed)
+            mlflow_tasks.log_finetune(
+                tracker,
+                run_id,
+                config,
+                prepared,
+                trained,
+                evaluated,
+                analysed,
+                sorted(metric_logger.epochs_logged),
+            )
+            version = None
+            if config.tracking.register_models:
+                version = mlflow_tasks.register_model(
+                    tracker, config.tracking.registered_model, run_id, fraction, seed
+                )
     publish_markdown(
         finetune_markdown(fraction, seed, run_id, evaluated.auroc, analysed.flat_metrics),
         key=f"finetune-{name}",

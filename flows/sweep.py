@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -62,6 +64,52 @@ def dispatch(deployment: str, parameters: dict[str, Any]) -> FinetuneResult:
     return FinetuneResult.model_validate(run.state.result())
 
 
+def run_local(
+    grid: list[tuple[float, int]],
+    data_dir: str,
+    config: ChexflowConfig,
+    workdir: str,
+    sweep_id: str,
+    force: bool,
+    overlap_analysis: bool,
+) -> list[FinetuneResult]:
+    """The fine-tunes of ``grid`` in this process, in order.
+
+    With ``overlap_analysis`` two run at once: one holds the device (training, then
+    embedding the evaluation set; ``flows.finetune.DEVICE_TURN``) while the other analyses
+    its embeddings on the CPU, so the device does not wait for each run's t-SNE maps,
+    metrics and plots (bench/bench_overlap.py measures the share of the sweep's wall time
+    in which nothing trains). Without it they run one after another.
+    """
+    if not overlap_analysis or len(grid) == 1:
+        return [
+            finetune(data_dir, f, s, config, workdir, sweep_id=sweep_id, force=force)
+            for f, s in grid
+        ]
+    # Plain threads, each with a copy of this flow run's context: the fine-tunes stay
+    # subflows of the sweep and log as themselves (a wrapping task would own their logs).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="chexflow-finetune") as pool:
+        futures = [
+            pool.submit(
+                contextvars.copy_context().run,
+                finetune,
+                data_dir,
+                f,
+                s,
+                config,
+                workdir,
+                sweep_id=sweep_id,
+                force=force,
+            )
+            for f, s in grid
+        ]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # as in series: no new fine-tune after a failure
+            raise
+
+
 @flow(
     name="sweep", flow_run_name=run_name, persist_result=True, result_serializer="json",
     log_prints=True,
@@ -77,12 +125,15 @@ def sweep(
     run_compare: bool = True,
     include_reference: bool = True,
     force: bool = False,
+    overlap_analysis: bool = True,
 ) -> SweepResult:
     """Fine-tune every fraction × seed, then write their comparison.
 
     With ``dispatch_to=deployment`` each fine-tune becomes a flow run of the named
     deployment, so GPU workers of its work pool run the fractions in parallel. With
     ``include_reference`` the initial backbone's embeddings join the comparison as "0%".
+    With ``overlap_analysis`` (local fine-tunes) the next fine-tune trains while the last
+    one's embeddings are analysed (``run_local``).
     """
     workdir, data_dir = absolute(workdir), absolute(data_dir)
     # every fraction x seed at once: the fine-tunes it starts find themselves checked
@@ -103,10 +154,7 @@ def sweep(
         mlflow_tasks.log_config(tracker, sweep_id, config)
         grid = [(f, s) for f in fractions for s in seeds]
         if dispatch_to == "local":
-            children = [
-                finetune(data_dir, f, s, config, workdir, sweep_id=sweep_id, force=force)
-                for f, s in grid
-            ]
+            children = run_local(grid, data_dir, config, workdir, sweep_id, force, overlap_analysis)
         else:
             futures = [
                 dispatch.submit(

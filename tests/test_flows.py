@@ -125,3 +125,33 @@ def test_compare_needs_only_mlflow(swept, tiny_config) -> None:
         shutil.rmtree(workdir / local, ignore_errors=True)
     report = compare(sweep_id=result.sweep_id, config=tiny_config, workdir=str(workdir))
     assert len(report.runs) == len(FRACTIONS) + 1  # the fractions and the 0% reference
+
+
+def _timing(key: str) -> bool:
+    return any(word in key for word in ("seconds", "per_s", "_time", "duration"))
+
+
+def test_overlapped_analysis_changes_no_number_and_does_overlap(
+    swept, tiny_dataset, tiny_config, tmp_path
+) -> None:
+    """The sweep above trained its second fraction while the first was analysed; the same
+    sweep in series gives every fine-tune the same metrics and parameters."""
+    from flows.sweep import sweep
+
+    _workdir, overlapped, client = swept
+    first, second = (client.get_run(r.run_id).info for r in overlapped.runs)
+    assert second.start_time < first.end_time  # the 50% run began before the 25% one ended
+
+    serial = sweep(
+        str(tiny_dataset), FRACTIONS, [0], tiny_config, str(tmp_path / "work"),
+        include_reference=False, run_compare=False, overlap_analysis=False,
+    )  # fmt: skip
+    serial_client = MlflowClient(default_tracking_uri(tmp_path / "work"))
+    a, b = (serial_client.get_run(r.run_id).info for r in serial.runs)
+    assert b.start_time >= a.end_time
+    for mine, theirs in zip(overlapped.runs, serial.runs, strict=True):
+        ours, series = client.get_run(mine.run_id).data, serial_client.get_run(theirs.run_id).data
+        keep = {k: v for k, v in ours.metrics.items() if not _timing(k)}
+        assert keep == {k: v for k, v in series.metrics.items() if not _timing(k)}
+        assert len(keep) > 20
+        assert ours.params == series.params
