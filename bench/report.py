@@ -100,6 +100,21 @@ SECTIONS: list[tuple[str, str, str]] = [
         "pretraining step of resnet10t at 64 px; with `--demo-data`, the demo's whole "
         "pretraining (its `pretrain` section, 2 threads) against its 60 s CPU share.",
     ),
+    (
+        "demo",
+        "11. The full demo, start to exit",
+        "`chexflow demo` as after a fresh clone: a fresh workdir and user cache, the dataset "
+        "written, the backbone pretrained, both fractions fine-tuned, the 0% reference and the "
+        "comparison; phases from the MLflow runs' start and end times.",
+    ),
+    (
+        "overlap",
+        "12. Overlapped analysis: the device's idle share in a sweep",
+        "Whole `chexflow sweep` commands (three fractions, the 0% reference, the comparison), "
+        "`--overlap` (the default: fine-tune k+1 trains while k is analysed) against "
+        "`--no-overlap`, alternating; the idle share is the part of the sweep flow run's wall "
+        "time in which no `train` or `evaluate-and-embed` task runs (Prefect's records).",
+    ),
 ]
 
 

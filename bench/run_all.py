@@ -50,6 +50,8 @@ def suite(large: bool) -> list[Bench]:
             "bench.bench_commands",
             [] if large else ["--repeats", "2", "--demo-repeats", "1", "--threads-repeats", "1"],
         ),
+        Bench("demo", "bench.bench_demo"),
+        Bench("overlap", "bench.bench_overlap", [] if large else ["--repeats", "1"]),
     ]
     if large:
         resnet18 = ["--model", "resnet18", "--image-size", "128", "--patients", "800"]
