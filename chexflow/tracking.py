@@ -43,6 +43,7 @@ from chexflow.records import (
     TRAIN_LOSS_STEP,
     TRAINING_FP_TAG,
     epoch_key,
+    read_run_tags,
 )
 
 log = logging.getLogger("chexflow.tracking")
@@ -383,6 +384,50 @@ def runs_by_id(tracker: Tracker, run_ids: Iterable[str]) -> list[Any]:
                 f"MLflow run {run_id} does not exist in {tracker.tracking_uri}"
             ) from exc
     return runs
+
+
+def select_compared_runs(
+    tracker: Tracker,
+    sweep_id: str | None,
+    run_ids: list[str] | None,
+    model_name: str | None,
+    aliases: list[str] | None,
+) -> list[tuple[str, dict[str, str], str]]:
+    """The runs a comparison reads: of a sweep, named explicitly, or behind registry aliases.
+
+    Returns:
+        ``(run id, tags, artifact URI)`` of each run.
+
+    Raises:
+        ChexflowError: not exactly one way of naming runs; a sweep without finished runs;
+            a run id or alias that does not exist; runs that are not chexflow fine-tune or
+            reference runs, or did not finish.
+    """
+    if sum(bool(x) for x in (sweep_id, run_ids, aliases)) != 1:
+        raise ChexflowError("name exactly one of: a sweep id, run ids, or model aliases")
+    if sweep_id:
+        runs = runs_of_sweep(tracker, sweep_id)
+        if not runs:
+            raise ChexflowError(f"sweep {sweep_id} has no finished fine-tune runs in MLflow")
+    elif run_ids:
+        runs = runs_by_id(tracker, run_ids)
+    else:
+        if not model_name:
+            raise ChexflowError("model aliases need a registered model name")
+        versions = []
+        for alias in aliases or []:
+            try:
+                versions.append(tracker.client.get_model_version_by_alias(model_name, alias))
+            except Exception as exc:
+                raise ChexflowError(f"model {model_name} has no alias {alias!r}") from exc
+        runs = runs_by_id(tracker, [v.run_id for v in versions])
+    foreign = [r.info.run_id for r in runs if not read_run_tags(r.data.tags).is_compared]
+    if foreign:
+        raise ChexflowError(f"runs {foreign} are not chexflow fine-tune or reference runs")
+    unfinished = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
+    if unfinished:
+        raise ChexflowError(f"runs {unfinished} did not finish; compare finished runs only")
+    return [(r.info.run_id, dict(r.data.tags), r.info.artifact_uri) for r in runs]
 
 
 def make_tracker(experiment: str, workdir: Path) -> Tracker:

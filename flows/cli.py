@@ -38,8 +38,27 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect a CheXpert-format dat
 app.add_typer(data_app, name="data")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        names = ("chexflow", "torch", "timm", "prefect", "mlflow")
+        typer.echo("  ".join(f"{name} {version(name)}" for name in names))
+        raise typer.Exit()
+
+
 @app.callback()
-def _entry() -> None:
+def _entry(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the versions of chexflow, torch, timm, Prefect and MLflow, and exit.",
+        ),
+    ] = False,
+) -> None:
     """Environment defaults for every command, before any of them imports MLflow."""
     apply_environment_defaults()
 
@@ -217,6 +236,9 @@ def compare(
     cfg = _load_config(config, set_)
     if data is not None and not data.is_dir():
         raise ChexflowError(f"--data {data}: not a directory")
+    run_ids = parse_list(runs, str, "--runs") if runs else None
+    alias_list = parse_list(aliases, str, "--aliases") if aliases else None
+    _check_compared_runs(cfg.tracking.experiment, workdir, sweep_id, run_ids, model, alias_list)
     from chexflow.pipeline import check_workdir
 
     check_workdir(workdir)  # creates it: Prefect's local API keeps its database there
@@ -228,15 +250,39 @@ def compare(
         compare_flow,
         api_started,
         sweep_id=sweep_id,
-        run_ids=parse_list(runs, str, "--runs") if runs else None,
+        run_ids=run_ids,
         model_name=model,
-        aliases=parse_list(aliases, str, "--aliases") if aliases else None,
+        aliases=alias_list,
         config=cfg,
         workdir=str(workdir),
         data_dir=str(data) if data is not None else None,
     )
     typer.echo(f"report: {result.html}")
     typer.echo(f"explorer: {Path(result.html).with_name(records.EXPLORER_FILE)}")
+
+
+def _check_compared_runs(
+    experiment: str,
+    workdir: Path,
+    sweep_id: str | None,
+    run_ids: list[str] | None,
+    model: str | None,
+    aliases: list[str] | None,
+) -> None:
+    """At the door: with the workdir's SQLite store (no ``MLFLOW_TRACKING_URI``), the runs
+    named must exist and be finished chexflow runs before a Prefect API or file exists.
+    A tracking server is left to the flow's retrying task (it may be restarting)."""
+    from chexflow.tracking import default_tracking_uri, make_tracker, select_compared_runs
+
+    if not default_tracking_uri(workdir).startswith("sqlite:"):
+        return
+    store = workdir / "mlflow.db"
+    if not store.is_file():
+        raise ChexflowError(
+            f"no MLflow runs in {workdir} ({store} does not exist): pass the --workdir of "
+            "your sweep, or set MLFLOW_TRACKING_URI"
+        )
+    select_compared_runs(make_tracker(experiment, workdir), sweep_id, run_ids, model, aliases)
 
 
 @app.command()

@@ -8,10 +8,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from chexflow.comparison import RunRecord, load_run_record
-from chexflow.errors import ChexflowError
-from chexflow.records import COMPARED_ARTIFACTS, EXPLORER_FILE, read_run_tags
+from chexflow.records import COMPARED_ARTIFACTS, EXPLORER_FILE
 from chexflow.report import write_report
-from chexflow.tracking import Tracker, runs_by_id, runs_of_sweep
+from chexflow.tracking import Tracker, select_compared_runs
 from tasks.tracking import retry_io_only
 
 RETRY = {
@@ -31,32 +30,8 @@ def select_runs(
     aliases: list[str] | None,
 ) -> list[tuple[str, dict[str, str], str]]:
     """Run ids, tags and artifact roots: of a sweep, named explicitly, or behind registry
-    aliases."""
-    if sum(bool(x) for x in (sweep_id, run_ids, aliases)) != 1:
-        raise ChexflowError("name exactly one of: a sweep id, run ids, or model aliases")
-    if sweep_id:
-        runs = runs_of_sweep(tracker, sweep_id)
-        if not runs:
-            raise ChexflowError(f"sweep {sweep_id} has no finished fine-tune runs in MLflow")
-    elif run_ids:
-        runs = runs_by_id(tracker, run_ids)
-    else:
-        if not model_name:
-            raise ChexflowError("model aliases need a registered model name")
-        versions = []
-        for alias in aliases or []:
-            try:
-                versions.append(tracker.client.get_model_version_by_alias(model_name, alias))
-            except Exception as exc:
-                raise ChexflowError(f"model {model_name} has no alias {alias!r}") from exc
-        runs = runs_by_id(tracker, [v.run_id for v in versions])
-    foreign = [r.info.run_id for r in runs if not read_run_tags(r.data.tags).is_compared]
-    if foreign:
-        raise ChexflowError(f"runs {foreign} are not chexflow fine-tune or reference runs")
-    unfinished = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
-    if unfinished:
-        raise ChexflowError(f"runs {unfinished} did not finish; compare finished runs only")
-    return [(r.info.run_id, dict(r.data.tags), r.info.artifact_uri) for r in runs]
+    aliases (``chexflow.tracking.select_compared_runs``)."""
+    return select_compared_runs(tracker, sweep_id, run_ids, model_name, aliases)
 
 
 @task(name="download-run", **RETRY)

@@ -251,6 +251,19 @@ def test_compare_over_runs_that_do_not_exist_exits_2_without_a_traceback(
     assert "Retry" not in result.stdout + result.stderr, "a user error is not retried"
 
 
+def test_compare_in_a_workdir_without_runs_refuses_before_anything_exists(tmp_path: Path) -> None:
+    # Before: the command started the Prefect API first (40-57 s on the loaded machine), then
+    # failed in the flow, leaving mlflow.db and prefect/ behind in a fresh workdir.
+    workdir = tmp_path / "work"
+    result = runner.invoke(app, ["compare", "--runs", "abc,def", "--workdir", str(workdir)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: no MLflow runs in {workdir} ({workdir / 'mlflow.db'} does not exist): pass "
+        "the --workdir of your sweep, or set MLFLOW_TRACKING_URI"
+    )
+    assert not workdir.exists()
+
+
 # --- issue 16: one check of everything a run reads, before anything exists ---------------------
 
 

@@ -106,3 +106,14 @@ def test_synth_draws_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path: Pat
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "synthetic images" not in done.stderr  # a bar: 72 updates in a redirected demo.err
+
+
+def test_version_names_the_stack_it_runs_on() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.split() == [
+        "chexflow", version("chexflow"), "torch", version("torch"), "timm", version("timm"),
+        "prefect", version("prefect"), "mlflow", version("mlflow"),
+    ]  # fmt: skip
