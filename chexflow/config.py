@@ -23,6 +23,7 @@ from pydantic import (
 
 from chexflow.data.labels import DEFAULT_POLICY, EVAL_CLASSES, LabelPolicy
 from chexflow.errors import ConfigError
+from chexflow.files import missing_file
 
 SEED_MAX = 2**32 - 1  # numpy's RandomState (openTSNE, scikit-learn) takes seeds below 2**32
 
@@ -389,8 +390,8 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+        if (problem := missing_file(path)) is not None:
+            raise ConfigError(f"config file {path} {problem}")
         try:
             loaded = read_yaml(path.read_text())
         except RepeatedKeyError as exc:

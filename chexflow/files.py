@@ -78,6 +78,20 @@ def sqlite_url(path: Path, scheme: str = "sqlite") -> str:
     return f"{scheme}:///{text}"
 
 
+def missing_file(path: Path) -> str | None:
+    """Why ``path`` is not a readable regular file, in words for an error message (None: it is).
+
+    ``"does not exist"``, ``"is a directory, not a file"`` or ``"is not a regular file"``:
+    a user who passes a folder where a file is expected is told so, not that it is missing.
+    """
+    path = Path(path)
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a directory, not a file"
+    return "does not exist" if not path.exists() else "is not a regular file"
+
+
 def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
     """Replace ``path`` with ``text`` (UTF-8) atomically."""
     with atomic_file(path, mode) as handle:

@@ -19,6 +19,7 @@ from torch import nn
 from chexflow.config import ModelConfig
 from chexflow.data.labels import NORMAL, PATHOLOGIES
 from chexflow.errors import ChexflowError, ConfigError
+from chexflow.files import missing_file
 from chexflow.records import init_coverage_tags
 
 log = logging.getLogger("chexflow.models")
@@ -211,8 +212,8 @@ def _coverage_problem(report: LoadReport, model: nn.Module) -> str:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a `.safetensors` or weights-only `.pt/.pth/.bin` file, on CPU."""
-    if not path.is_file():
-        raise ConfigError(f"model.init_checkpoint: {path} does not exist")
+    if (problem := missing_file(path)) is not None:
+        raise ConfigError(f"model.init_checkpoint: {path} {problem}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         try:

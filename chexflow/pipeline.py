@@ -29,7 +29,7 @@ from chexflow.data.fractions import fraction_frame, sample_patients
 from chexflow.data.labels import EVAL_CLASSES, OBSERVATIONS, column_of
 from chexflow.data.splits import eval_digest, make_splits
 from chexflow.errors import ChexflowError, ConfigError, DataError
-from chexflow.files import staged_directory
+from chexflow.files import missing_file, staged_directory
 
 FRAMES = ("train", "val", "eval")
 # Checkpoints, MLflow artifacts and databases of a run, besides its image cache.
@@ -240,8 +240,8 @@ def check_model_input(model_cfg: ModelConfig, image_size: int) -> None:
     from chexflow.models import create_model
 
     checkpoint = model_cfg.init_checkpoint
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise ConfigError(f"model.init_checkpoint: {checkpoint} does not exist")
+    if checkpoint is not None and (problem := missing_file(Path(checkpoint))) is not None:
+        raise ConfigError(f"model.init_checkpoint: {checkpoint} {problem}")
     key = (model_cfg.model_dump_json(), image_size)
     if key in _MODEL_INPUTS_PASSED:
         return

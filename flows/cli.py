@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import shlex
+import shutil
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ import typer
 from chexflow import records
 from chexflow.environment import apply_environment_defaults
 from chexflow.errors import ChexflowError
+from chexflow.files import missing_file
 from chexflow.results import SweepResult
 from flows.cli_common import (
     DEFAULT_WORKDIR,
@@ -77,7 +79,8 @@ def synth(
         int | None,
         typer.Option(
             min=1,
-            help="Training patients (default 2000; with --labels-from: all of the CSV's, "
+            help="Training patients (default 2000, at least 10; with --labels-from: all of the "
+            "CSV's, "
             "or a random sample of this many).",
         ),
     ] = None,
@@ -302,8 +305,8 @@ def demo(
     """The embedded default: synthetic CheXpert, sweep 1% and 10%, compare, report."""
     from chexflow.demo import demo_settings, ensure_demo_data
 
-    if labels_from is not None and not labels_from.is_file():
-        raise ChexflowError(f"--labels-from {labels_from}: no such file")
+    if labels_from is not None and (problem := missing_file(labels_from)) is not None:
+        raise ChexflowError(f"--labels-from {labels_from} {problem}")
     settings = demo_settings(quick, labels_from)
     _check_run_inputs(settings.config, workdir)
     configure_environment(workdir)
@@ -386,14 +389,30 @@ def _check_run_inputs(
     into the run's image cache); without ``fractions``, the model only."""
     from chexflow.pipeline import check_model_input, check_workdir, image_cache_dir
 
-    check_workdir(workdir)
-    if data is None or fractions is None:
-        check_model_input(cfg.model, cfg.data.image_size)
-        return
-    from chexflow.preflight import check_run_inputs
+    created = _outermost_new_dir(workdir)
+    try:
+        check_workdir(workdir)
+        if data is None or fractions is None:
+            check_model_input(cfg.model, cfg.data.image_size)
+            return
+        from chexflow.preflight import check_run_inputs
 
-    cache = image_cache_dir(cfg.data, workdir)
-    check_run_inputs(cfg, data, fractions, seeds or [0], cache_dir=cache)
+        cache = image_cache_dir(cfg.data, workdir)
+        check_run_inputs(cfg, data, fractions, seeds or [0], cache_dir=cache)
+    except BaseException:
+        if created is not None:  # a refused command leaves no workdir it made behind
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _outermost_new_dir(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None: ``path`` exists)."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
 
 
 def _start_prefect_api() -> Callable[[], None]:

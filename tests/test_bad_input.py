@@ -251,6 +251,26 @@ def test_compare_over_runs_that_do_not_exist_exits_2_without_a_traceback(
     assert "Retry" not in result.stdout + result.stderr, "a user error is not retried"
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["finetune", "--data", "{d}", "--fraction", "0.1", "--config", "{d}"],
+        ["finetune", "--data", "{d}", "--fraction", "0.1", "--set", "model.init_checkpoint={d}"],
+        ["demo", "--labels-from", "{d}"],
+        ["synth", "{d}/out", "--labels-from", "{d}"],
+    ],
+)
+def test_a_folder_where_a_file_belongs_is_called_a_folder(tmp_path: Path, args: list) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    work = ["--workdir", str(tmp_path / "work")] if args[0] != "synth" else []
+    result = runner.invoke(app, [a.format(d=folder) for a in args] + work)
+    assert result.exit_code == 2
+    assert "is a directory, not a file" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "work").exists()
+
+
 def test_compare_in_a_workdir_without_runs_refuses_before_anything_exists(tmp_path: Path) -> None:
     # Before: the command started the Prefect API first (40-57 s on the loaded machine), then
     # failed in the flow, leaving mlflow.db and prefect/ behind in a fresh workdir.

@@ -49,3 +49,14 @@ def test_a_staged_directory_replaces_or_keeps_the_target(tmp_path: Path) -> None
         raise RuntimeError("interrupted")
     assert sorted(p.name for p in target.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "nothing left behind"
+
+
+def test_missing_file_says_what_is_there_instead(tmp_path: Path) -> None:
+    from chexflow.files import missing_file
+
+    (tmp_path / "a.yaml").write_text("x: 1")
+    assert missing_file(tmp_path / "a.yaml") is None
+    assert missing_file(tmp_path / "nope.yaml") == "does not exist"
+    # Before: a folder passed as --config, --labels-from or model.init_checkpoint was
+    # reported as missing ("does not exist", "no such file", "not found").
+    assert missing_file(tmp_path) == "is a directory, not a file"

@@ -175,7 +175,7 @@ def test_bad_input_is_refused_before_anything_is_written(
 def test_missing_file_and_bad_arguments(tmp_path: Path) -> None:
     source = write_input(tmp_path / "labels.csv")
     for kwargs, message in (
-        ({"csv_path": tmp_path / "nope.csv"}, "nope.csv not found"),
+        ({"csv_path": tmp_path / "nope.csv"}, "nope.csv does not exist"),
         ({"patients": 0}, "patients must be at least 1"),
         ({"seed": -1}, "seed must be a non-negative integer"),
         ({"image_size": 8}, "image size must be between 16 and 1024"),
@@ -201,7 +201,7 @@ def test_synth_command_keeps_the_rows_and_refuses_bad_input_in_one_line(tmp_path
     assert read_table(out / "train.csv") == read_table(source)
     for args, expected in [
         (["--patients", "99"], "has 5 patients"),  # more than the CSV holds
-        (["--labels-from", str(tmp_path / "missing.csv")], "not found"),
+        (["--labels-from", str(tmp_path / "missing.csv")], "missing.csv does not exist"),
     ]:
         bad = tmp_path / "bad"
         argv = ["synth", str(bad), "--labels-from", str(source), *args]

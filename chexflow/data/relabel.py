@@ -43,6 +43,7 @@ from chexflow.data.synthetic import (
 )
 from chexflow.data.synthetic_labels import findings_of
 from chexflow.errors import DataError
+from chexflow.files import missing_file
 
 _OPENERS: dict[str, Callable[..., IO[bytes]]] = {
     ".gz": gzip.open,
@@ -109,8 +110,8 @@ def read_label_rows(csv_path: Path) -> tuple[pd.DataFrame, list[list[str]]]:
         DataError: the file is missing or not a CheXpert-format CSV of ``train/`` images.
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path} not found; pass a CheXpert-format CSV such as train.csv")
+    if (problem := missing_file(csv_path)) is not None:
+        raise DataError(f"{csv_path} {problem}; pass a CheXpert-format CSV such as train.csv")
     with tempfile.TemporaryDirectory(prefix="chexflow-labels-") as tmp:
         plain = Path(tmp) / "train.csv"
         opener = _OPENERS.get(csv_path.suffix.lower())
