@@ -55,4 +55,5 @@ def explorer(records: list[RunRecord], out_dir: str, data_dir: str | None) -> st
 @task(name="write-report", cache_policy=NO_CACHE)
 def report(records: list[RunRecord], out_dir: str) -> dict[str, str]:
     """The differential analysis as Markdown, HTML and JSON."""
-    return {k: str(v) for k, v in write_report(records, Path(out_dir)).items()}
+    paths = write_report(records, Path(out_dir), explorer=EXPLORER_FILE)
+    return {k: str(v) for k, v in paths.items()}

@@ -176,9 +176,16 @@ def assert_numbers_traceable(comparison: dict[str, Any], markdown: str) -> None:
 @pytest.fixture(scope="module")
 def two_runs_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str, Path]:
     out = tmp_path_factory.mktemp("report2")
-    paths = write_report([make_run(0.1), make_run(0.01)], out)
+    paths = write_report([make_run(0.1), make_run(0.01)], out, explorer="explorer.html")
     comparison = json.loads(paths["json"].read_text())
     return comparison, paths["markdown"].read_text(), paths["html"].read_text(), out
+
+
+def test_the_page_links_the_interactive_explorer_beside_it(two_runs_report) -> None:
+    # Before: report.html never mentioned explorer.html, written into the same folder.
+    _comparison, _markdown, html, _out = two_runs_report
+    nav = html[html.index("<nav>") : html.index("</nav>")]
+    assert nav.startswith('<nav><a href="explorer.html"><b>Interactive maps</b></a>')
 
 
 def test_every_number_in_the_text_is_in_comparison_json(two_runs_report) -> None:

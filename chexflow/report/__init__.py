@@ -94,12 +94,17 @@ def render_markdown(comparison: dict[str, Any]) -> str:
     return to_markdown(document(comparison))
 
 
-def render_html(comparison: dict[str, Any], out_dir: Path) -> str:
-    return to_html(document(comparison), out_dir, TITLE)
+def render_html(comparison: dict[str, Any], out_dir: Path, explorer: str | None = None) -> str:
+    return to_html(document(comparison), out_dir, TITLE, explorer=explorer)
 
 
-def write_report(records: list[RunRecord], out_dir: Path) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html``, ``comparison.json`` and ``plots/`` into ``out_dir``."""
+def write_report(
+    records: list[RunRecord], out_dir: Path, explorer: str | None = None
+) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html``, ``comparison.json`` and ``plots/`` into ``out_dir``.
+
+    ``explorer``: the file name of the interactive page written beside the report
+    (``chexflow.records.EXPLORER_FILE``), linked from the HTML page's navigation bar."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     comparison = build_comparison(records)
@@ -112,5 +117,5 @@ def write_report(records: list[RunRecord], out_dir: Path) -> dict[str, Path]:
     }
     paths["json"].write_text(json.dumps(comparison, indent=1, allow_nan=False))
     paths["markdown"].write_text(render_markdown(comparison))
-    paths["html"].write_text(render_html(comparison, out_dir))
+    paths["html"].write_text(render_html(comparison, out_dir, explorer))
     return paths

@@ -133,10 +133,15 @@ li{margin:.2em 0}
 """
 
 
-def to_html(blocks: list[Block], out_dir: Path, title: str) -> str:
-    """One page, no external resources, no script: figures inlined as base64 PNG."""
+def to_html(blocks: list[Block], out_dir: Path, title: str, explorer: str | None = None) -> str:
+    """One page, no external resources, no script: figures inlined as base64 PNG.
+
+    ``explorer``: a page beside this one (relative link), first in the navigation bar."""
     sections = [b for b in blocks if isinstance(b, Heading) and b.level == 2]
     nav = "".join(f'<a href="#{_anchor(h.text)}">{inline(h.text)}</a>' for h in sections)
+    if explorer:
+        link = html.escape(explorer, quote=True)
+        nav = f'<a href="{link}"><b>Interactive maps</b></a>' + nav
     body = "\n".join(_html_block(b, out_dir) for b in blocks)
     if nav and blocks and isinstance(blocks[0], Heading):
         first, rest = body.split("\n", 1)
