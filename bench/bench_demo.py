@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sqlite3
 import sys
 import tempfile
@@ -28,6 +29,8 @@ from bench.bench_commands import OFFLINE_ENV, base_env, first_step_s, run_proces
 from bench.common import figure, finish_document, start_document, stats
 
 MODULE = "bench.bench_demo"
+_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \|")
+_SUMMARY = re.compile(r"^sweep [0-9a-f]+: ")
 WALL_TARGET_S = 300.0  # issue 14: the demo with pretraining within 5 minutes on 2 idle cores
 
 
@@ -72,6 +75,10 @@ def run_demo(tmp: Path, index: int, extra: Sequence[str]) -> dict[str, Any]:
     command = [str(Path(sys.executable).parent / "chexflow"), "demo", "--workdir", str(work)]
     started, seconds, cpu = run_process([*command, *extra], env, log)
     runs = mlflow_runs(work, started)
+    # the command's closing summary ("sweep <id>: ..." to the end), without the log lines
+    lines = log.read_text().splitlines()
+    start = max((i for i, line in enumerate(lines) if _SUMMARY.match(line)), default=len(lines))
+    summary = [line for line in lines[start:] if not _LOG_LINE.match(line)]
     pretraining = [r["s"] for r in runs if r["name"].startswith("pretrain") and r["s"]]
     return {
         "s": round(seconds, 3),
@@ -80,6 +87,7 @@ def run_demo(tmp: Path, index: int, extra: Sequence[str]) -> dict[str, Any]:
         "pretraining_s": round(sum(pretraining), 3) if pretraining else None,
         "phases": phases(runs, seconds),
         "runs": runs,
+        "summary": summary,
     }
 
 
@@ -87,6 +95,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="whole demos, each fresh")
     parser.add_argument("--quick", action="store_true", help="chexflow demo --quick instead")
+    parser.add_argument("--keep", type=Path, help="run in this (new) folder and keep it")
     parser.add_argument("--out", type=Path, default=Path("bench/results/demo.json"))
     return parser.parse_args(argv)
 
@@ -98,8 +107,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         os.environ.setdefault(key, value)
     doc = start_document("demo", MODULE, argv)
     extra = ["--quick"] if args.quick else []
-    with tempfile.TemporaryDirectory(prefix="chexflow-bench-demo-") as name:
-        runs = [run_demo(Path(name), i, extra) for i in range(args.repeats)]
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)
+        runs = [run_demo(args.keep.resolve(), i, extra) for i in range(args.repeats)]
+    else:
+        with tempfile.TemporaryDirectory(prefix="chexflow-bench-demo-") as name:
+            runs = [run_demo(Path(name), i, extra) for i in range(args.repeats)]
     walls = [r["s"] for r in runs]
     cpus = [r["cpu_s"] for r in runs]
     pre = [r["pretraining_s"] for r in runs if r["pretraining_s"] is not None]
