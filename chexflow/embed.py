@@ -43,7 +43,9 @@ def extract_embeddings(
 ) -> np.ndarray:
     """Pre-logits features, float16 `[n, d]`, in loader order (eval + inference mode).
 
-    The loader yields `(image, target, mask)`; only the images are used.
+    The loader yields `(image, target, mask)`; only the images are used: normalised
+    float32 `[B, 1, S, S]`, or uint8 pixels normalised on the device after the copy
+    (`evaluation.to_device`, the CUDA input path of `dataset.input_path`).
     """
     chunks: list[np.ndarray] = []
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
@@ -72,6 +74,7 @@ def predict_and_embed(
     logits and the pre-logits embedding come from the same backbone features: the
     evaluation set is decoded and run through the backbone once instead of twice (the
     head, a pooling and a linear layer, runs twice). Same numbers as the two passes.
+    Images as in `extract_embeddings` (float32 normalised, or uint8 pixels).
 
     Returns:
         Sigmoid probabilities, targets and mask (float32 `[n, c]`), and the features

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from chexflow.analysis.bootstrap import cluster_weights, patient_codes, percentile_interval, unit_of
+from chexflow.data.dataset import normalise_pixels
 from chexflow.data.labels import EVAL_CLASSES, column_of
 
 CI_LEVEL = 0.95
@@ -27,10 +28,16 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 
 
 def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move a batch of images; channels-last on CUDA."""
+    """Move a batch of images; channels-last on CUDA; uint8 pixels normalised after the copy.
+
+    uint8 ``[B, 1, S, S]`` (the CUDA input path, ``dataset.input_path``) becomes float32
+    through ``dataset.normalise_pixels`` on ``device``; float batches arrive normalised.
+    """
     if device.type == "cuda" and images.ndim == 4:
-        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
-    return images.to(device, non_blocking=True)
+        moved = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+    else:
+        moved = images.to(device, non_blocking=True)
+    return normalise_pixels(moved) if moved.dtype == torch.uint8 else moved
 
 
 @contextlib.contextmanager

@@ -24,7 +24,13 @@ from chexflow.data.chexpert import (
     label_targets,
     read_split,
 )
-from chexflow.data.dataset import ChexpertImages, data_fingerprint, load_images, make_loader
+from chexflow.data.dataset import (
+    ChexpertImages,
+    data_fingerprint,
+    input_path,
+    load_images,
+    make_loader,
+)
 from chexflow.data.fractions import fraction_frame, sample_patients
 from chexflow.data.labels import EVAL_CLASSES, OBSERVATIONS, column_of
 from chexflow.data.splits import eval_digest, make_splits
@@ -271,11 +277,13 @@ def build_dataset(
     workdir: Path,
     *,
     augment: bool = False,
+    uint8: bool = False,
 ) -> tuple[ChexpertImages, pd.DataFrame]:
     """A torch dataset over one of the prepared frames, images from the shared cache.
 
     ``augment`` (``train.augment``, the training frame only) jitters each batch, seeded
-    by the run's seed and the batch's indices (`ChexpertImages`).
+    by the run's seed and the batch's indices (`ChexpertImages`). ``uint8`` makes it
+    yield uint8 pixels, normalised on the device (``dataset.input_path``).
     """
     frame = prepared.frame(name)
     images = load_images(
@@ -285,7 +293,10 @@ def build_dataset(
         image_cache_dir(cfg, workdir),
     )
     targets, mask = label_targets(frame, classes, cfg.label_policy)
-    return ChexpertImages(images, targets, mask, augment=augment, seed=prepared.seed), frame
+    dataset = ChexpertImages(
+        images, targets, mask, augment=augment, seed=prepared.seed, uint8=uint8
+    )
+    return dataset, frame
 
 
 def training_fingerprint(
@@ -310,21 +321,25 @@ def train_model(
     """Fine-tune (or resume) into ``<workdir>/checkpoints/<training fingerprint>``."""
     from chexflow.models import create_model, head_classes
     from chexflow.runtime import loader_workers
-    from chexflow.train import fit, seed_everything
+    from chexflow.train import fit, seed_everything, select_device
 
     classes = head_classes(model_cfg)
+    inputs = input_path(select_device(train_cfg.device))
     train_set, _ = build_dataset(
-        prepared, "train", classes, data_cfg, workdir, augment=train_cfg.augment
+        prepared,
+        "train",
+        classes,
+        data_cfg,
+        workdir,
+        augment=train_cfg.augment,
+        uint8=inputs.uint8,
     )
-    val_set, _ = build_dataset(prepared, "val", classes, data_cfg, workdir)
+    val_set, _ = build_dataset(prepared, "val", classes, data_cfg, workdir, uint8=inputs.uint8)
     seed = prepared.seed
     workers = loader_workers(train_cfg.num_workers, train_cfg.device)
-    train_loader = make_loader(
-        train_set, train_cfg.batch_size, shuffle=True, seed=seed, num_workers=workers
-    )
-    val_loader = make_loader(
-        val_set, train_cfg.batch_size * 2, shuffle=False, seed=seed, num_workers=workers
-    )
+    common = {"seed": seed, "num_workers": workers, "pin_memory": inputs.pin_memory}
+    train_loader = make_loader(train_set, train_cfg.batch_size, shuffle=True, **common)
+    val_loader = make_loader(val_set, train_cfg.batch_size * 2, shuffle=False, **common)
     train_fp = training_fingerprint(prepared, model_cfg, train_cfg, seed)
     checkpoint_dir = Path(workdir) / "checkpoints" / train_fp
     seed_everything(seed)  # the random initialisation too: same seed, same weights
@@ -381,9 +396,14 @@ def evaluate_and_embed(
     from chexflow.train import seed_everything, select_device
 
     classes = head_classes(model_cfg)
-    eval_set, frame = build_dataset(prepared, "eval", classes, data_cfg, workdir)
-    loader = make_loader(eval_set, train_cfg.batch_size * 2, shuffle=False, seed=0)
     device = select_device(train_cfg.device)
+    inputs = input_path(device)
+    eval_set, frame = build_dataset(
+        prepared, "eval", classes, data_cfg, workdir, uint8=inputs.uint8
+    )
+    loader = make_loader(
+        eval_set, train_cfg.batch_size * 2, shuffle=False, seed=0, pin_memory=inputs.pin_memory
+    )
     seed_everything(prepared.seed)  # the reference's random head (or backbone) is reproducible
     model = create_model(model_cfg, len(classes))
     if trained is not None:

@@ -245,7 +245,15 @@ class TrainStep:
     def __call__(
         self, images: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """Forward, masked loss, backward, clip, step; returns the detached loss."""
+        """Forward, masked loss, backward, clip, step; returns the detached loss.
+
+        Args:
+            images: ``[B, 1, S, S]``, normalised float32, or uint8 pixels that are
+                normalised on the device after the copy (``evaluation.to_device``; the
+                CUDA input path, ``dataset.input_path``).
+            target: float32 ``[B, c]``.
+            mask: float32 ``[B, c]``; 0 leaves an entry out of the loss.
+        """
         images = to_device(images, self.device)
         target = target.to(self.device, non_blocking=True)
         mask = mask.to(self.device, non_blocking=True)

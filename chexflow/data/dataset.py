@@ -27,6 +27,7 @@ concurrent runs at worst decode the same images twice. Files are read with
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -36,6 +37,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,9 @@ _WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 # in [0, 1]; round constants keep the input near zero mean, unit variance.
 MEAN = 0.5
 STD = 0.25
+# (p / 255 - MEAN) / STD as p * _SCALE - _SHIFT: the cast to float32 rides in the multiply.
+_SCALE = 1.0 / (255.0 * STD)
+_SHIFT = MEAN / STD
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 # Images per cache pack written by check_image_files (bounds the memory it holds).
 _CHECK_PACK = 4096
@@ -349,6 +354,69 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
+def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """``(pixel / 255 - MEAN) / STD`` of uint8 pixels, on whatever device they are.
+
+    The one normalisation of training and evaluation images: ``ChexpertImages`` applies
+    it in the loader on the float32 input path, ``evaluation.to_device`` after the copy on
+    the uint8 path (``input_path``). Computed as ``pixels * (1 / (255 STD)) - MEAN / STD``
+    in float32: the cast is fused into the multiply and the shift is in place, so the
+    batch is read once as uint8 and written once as float32, then updated in place. A
+    single fused multiply-add (``torch.addcmul``) rounds once instead of twice and differs
+    from this by up to 1 ulp (2.4e-7); two roundings keep both paths bit-identical.
+
+    Args:
+        pixels: uint8 ``[B, 1, S, S]`` (any shape; any memory format, which is kept).
+
+    Returns:
+        float32 (torch's default dtype), the shape, device and memory format of ``pixels``.
+    """
+    if pixels.dtype != torch.uint8:
+        raise TypeError(f"normalise_pixels takes uint8 pixels, not {pixels.dtype}")
+    return pixels.mul(_SCALE).sub_(_SHIFT)
+
+
+@dataclass(frozen=True)
+class InputPath:
+    """How image batches travel from the loader to the model's device.
+
+    Attributes:
+        uint8: the loader yields uint8 pixels ``[B, 1, S, S]`` (``ChexpertImages(uint8=True)``)
+            that ``normalise_pixels`` turns into float32 on the device, after the copy;
+            False: the loader yields normalised float32 batches.
+        pin_memory: the DataLoader copies batches into page-locked memory, so that the
+            copy to the device runs asynchronously (``non_blocking=True``).
+    """
+
+    uint8: bool
+    pin_memory: bool
+
+    def describe(self) -> str:
+        """A short label for logs and benchmark files."""
+        pinned = "pinned" if self.pin_memory else "unpinned"
+        if self.uint8:
+            return f"uint8 {pinned}, normalised on the device"
+        return f"float32 normalised in the loader, {pinned}"
+
+
+def input_path(device: torch.device) -> InputPath:
+    """The input path for training and evaluation on ``device``: the one place it is chosen.
+
+    CUDA: uint8 batches from pinned memory, normalised on the GPU after an asynchronous
+    copy. A 320 px batch of 64 is 6.5 MB instead of 26 MB of float32 over PCIe, and the
+    normalisation leaves the loader workers; pinned memory lets the copy overlap the
+    previous step. CPU: normalised float32 from the loader, as before, with no pinning
+    (pinned memory needs an accelerator). The "device" is the same memory there, so the
+    uint8 path only moves the same normalisation from the loader into the step; it
+    measured no faster (docs/BENCHMARKS.md, "GPU input path").
+
+    Args:
+        device: where the model runs (``train.select_device``).
+    """
+    cuda = device.type == "cuda"
+    return InputPath(uint8=cuda, pin_memory=cuda)
+
+
 class ChexpertImages(Dataset):
     """Images, targets and masks for training or evaluation.
 
@@ -356,7 +424,15 @@ class ChexpertImages(Dataset):
     ``dataset[indices]`` (a sequence or array) returns the same three as batched tensors
     converted in one go; ``make_loader`` uses this so that a batch costs one gather and
     one conversion instead of ``batch_size`` of each. Images are normalised as
-    ``(pixel / 255 - MEAN) / STD``.
+    ``(pixel / 255 - MEAN) / STD`` (``normalise_pixels``).
+
+    With ``uint8=True`` the images are returned as uint8 pixels ``[.., 1, S, S]`` instead,
+    for ``evaluation.to_device`` to normalise on the device after the copy (the CUDA input
+    path, ``input_path``): a quarter of the bytes to pin and copy. Augmentation
+    interpolates, so it runs in float on [0, 1] as on the float path and its result is
+    rounded back to 8 bits (as torchvision's transforms do on uint8 images): the batch
+    differs from the float path's by at most half a grey level, 0.5 / 255 / STD = 0.0078
+    after normalisation; unaugmented batches are bit-identical after ``normalise_pixels``.
 
     Args:
         images: ``uint8 [n, S, S]`` (``load_images``); kept as is, not copied.
@@ -367,6 +443,7 @@ class ChexpertImages(Dataset):
         seed: with ``augment``, the transform of a batch is drawn from a torch generator
             seeded by ``seed`` and the batch's indices, so it does not depend on worker
             processes or timing.
+        uint8: return uint8 pixels, to be normalised on the device (above).
     """
 
     def __init__(
@@ -376,6 +453,7 @@ class ChexpertImages(Dataset):
         mask: np.ndarray,
         augment: bool = False,
         seed: int = 0,
+        uint8: bool = False,
     ) -> None:
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
             raise ValueError(f"images must be uint8 [n, S, S], not {images.dtype} {images.shape}")
@@ -389,6 +467,13 @@ class ChexpertImages(Dataset):
         self.mask = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
         self.augment = augment
         self.seed = seed
+        self.uint8 = uint8
+
+    def with_uint8(self, uint8: bool) -> ChexpertImages:
+        """The same images, labels and augmentation, returning uint8 pixels or not."""
+        twin = copy.copy(self)
+        twin.uint8 = uint8
+        return twin
 
     def __len__(self) -> int:
         return len(self.images)
@@ -402,12 +487,17 @@ class ChexpertImages(Dataset):
         return self._batch(np.asarray(index, dtype=np.int64))
 
     def _batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pixels = torch.from_numpy(self.images[indices]).unsqueeze(1).float()
+        pixels = torch.from_numpy(self.images[indices]).unsqueeze(1)
         if self.augment:
-            unit = augment_batch(pixels.div_(255.0), self._generator(indices))
-            images = unit.sub_(MEAN).div_(STD)
-        else:  # (p / 255 - MEAN) / STD in two in-place passes over the batch
-            images = pixels.mul_(1.0 / (255.0 * STD)).sub_(MEAN / STD)
+            unit = augment_batch(pixels.float().div_(255.0), self._generator(indices))
+            if self.uint8:  # back to 8 bits: normalised on the device
+                images = unit.mul_(255.0).round_().to(torch.uint8)
+            else:
+                images = unit.sub_(MEAN).div_(STD)
+        elif self.uint8:
+            images = pixels
+        else:
+            images = normalise_pixels(pixels)
         rows = torch.from_numpy(indices)
         return images, self.targets[rows], self.mask[rows]
 
@@ -532,6 +622,7 @@ def make_loader(
     For ``ChexpertImages`` each batch is fetched with one ``dataset[indices]`` call;
     other map-style datasets are fetched per item and collated as usual. The sampler is
     ``loader.sampler`` or ``loader.batch_sampler``; ``set_loader_epoch`` reaches it.
+    ``pin_memory`` is for CUDA only: ``input_path(device).pin_memory`` says when.
     """
     sampler = SeededBatchSampler(
         len(dataset),  # type: ignore[arg-type]
