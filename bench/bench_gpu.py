@@ -22,9 +22,12 @@ Measured, in this order:
 2. Loops of ``--steps`` steps, ``--repeats`` times, in rotating order after one warm-up
    each: compute-only (``TrainStep`` on device tensors), the real loader as
    ``pipeline.train_model`` builds it (``make_loader``: ``num_workers`` from the config,
-   no pinned memory), the same with the per-step callback (a ``float(loss)`` device sync
-   every step), and the loader with pinned memory. Ratios to compute-only are medians of
-   per-repeat ratios; the target is ≥ 0.9 for the real loader.
+   the input path of ``dataset.input_path``: on CUDA uint8 batches from pinned memory,
+   normalised on the device), the same with the per-step callback (a ``float(loss)``
+   device sync every step), and the previous input path (float32 normalised in the
+   loader, unpinned; on CPU the same as the real loader). Ratios to compute-only are
+   medians of per-repeat ratios; the target is ≥ 0.9 for the real loader. The input path
+   used is ``settings.input_path``.
 3. timm's train benchmark method (``benchmark.py --bench train``: ``in_chans=3``, 1000
    classes, SGD, cross-entropy, autocast, channels-last, ``cudnn.benchmark``, 10 warm-up
    + 40 timed steps) for the same model at 224 px with timm's published batch size, and
@@ -161,7 +164,7 @@ def measure_loops(
     args: argparse.Namespace, config: Any, train_set: Any, device: torch.device
 ) -> dict[str, Any]:
     """Compute-only vs the real loader (module docstring, item 2)."""
-    from chexflow.data.dataset import make_loader
+    from chexflow.data.dataset import input_path, make_loader
     from chexflow.models import create_model, head_classes
     from chexflow.train import TrainStep, prepare_model, train_epoch
 
@@ -177,9 +180,9 @@ def measure_loops(
     target = (torch.rand(batch, len(classes), device=device) < 0.3).float()
     mask = torch.ones(batch, len(classes), device=device)
 
-    def loader(pin: bool) -> Iterable[Any]:
+    def loader(dataset: Any, pin: bool) -> Iterable[Any]:
         return make_loader(
-            train_set,
+            dataset,
             batch,
             shuffle=True,
             seed=0,
@@ -188,7 +191,9 @@ def measure_loops(
             drop_last=True,
         )
 
-    as_built, pinned = loader(False), loader(True)
+    inputs = input_path(device)  # train_set was built for it (``run``)
+    as_built = loader(train_set, inputs.pin_memory)
+    previous = loader(train_set.with_uint8(False), False)
 
     def batches(source: Iterable[Any]) -> Iterable[Any]:
         """``--steps`` batches, passing over the (small) training set as often as needed."""
@@ -205,7 +210,7 @@ def measure_loops(
         "real_loader_step_callback": lambda: (
             train_epoch(step, batches(as_built), callbacks=[StepCallback()]).images
         ),
-        "real_loader_pinned": lambda: train_epoch(step, batches(pinned)).images,
+        "real_loader_float32": lambda: train_epoch(step, batches(previous)).images,
     }
     errors: dict[str, str] = {}
     for name, fn in list(variants.items()):  # warm-up: workers, allocator, kernels
@@ -240,6 +245,7 @@ def measure_loops(
 def run(args: argparse.Namespace, workdir: Path, device: torch.device) -> dict[str, Any]:
     from chexflow import pipeline
     from chexflow.config import load_config
+    from chexflow.data.dataset import input_path
     from chexflow.data.synthetic import write_synthetic
     from chexflow.models import head_classes
 
@@ -267,7 +273,10 @@ def run(args: argparse.Namespace, workdir: Path, device: torch.device) -> dict[s
     start = time.perf_counter()
     prepared = pipeline.prepare_data(root, config.data, args.fraction, 0, workdir)
     classes = head_classes(config.model)
-    train_set, _ = pipeline.build_dataset(prepared, "train", classes, config.data, workdir)
+    inputs = input_path(device)  # as pipeline.train_model chooses it
+    train_set, _ = pipeline.build_dataset(
+        prepared, "train", classes, config.data, workdir, uint8=inputs.uint8
+    )
     timings["prepare_and_decode_s"] = time.perf_counter() - start
 
     # 1. The fine-tune of one fraction, as the flow runs it (per-step callback included).
@@ -340,6 +349,8 @@ def run(args: argparse.Namespace, workdir: Path, device: torch.device) -> dict[s
         "steps_per_loop": args.steps,
         "repeats": args.repeats,
         "loader_workers": cfg.num_workers,
+        "input_path": inputs.describe(),
+        "input_mb_per_batch": round(batch * size * size * (1 if inputs.uint8 else 4) / 1e6, 2),
         "amp_bf16": device.type == "cuda" and cfg.amp,
         "channels_last": device.type == "cuda" and cfg.channels_last,
         "cudnn_benchmark_in_chexflow": torch.backends.cudnn.benchmark,
@@ -357,7 +368,8 @@ def gpu_figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
     ratio = loops.get("ratio_real_loader", {}).get("median")
     figures = [
         figure(
-            f"{settings['model']} {settings['image_size']} px: real loader / compute-only",
+            f"{settings['model']} {settings['image_size']} px: real loader / compute-only "
+            f"({settings['input_path']})",
             ratio,
             "ratio",
             f">= {TARGET}",
@@ -369,7 +381,9 @@ def gpu_figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "ratio",
         ),
         figure(
-            "same, pinned memory", loops.get("ratio_real_loader_pinned", {}).get("median"), "ratio"
+            "same, previous input path (float32 normalised in the loader, unpinned)",
+            loops.get("ratio_real_loader_float32", {}).get("median"),
+            "ratio",
         ),
         figure("compute-only training", loops["compute_only"]["median"], "img/s"),
         figure(

@@ -7,7 +7,9 @@
 Data: a synthetic CheXpert-format dataset (``chexflow.data.synthetic.write_synthetic``)
 prepared exactly as a fine-tune prepares it — ``pipeline.prepare_data`` (fraction 1.0),
 then ``pipeline.build_dataset``: ``load_images`` (the preprocessed-image cache) →
-``ChexpertImages`` → ``make_loader`` with the run's batch size, seed and workers.
+``ChexpertImages`` → ``make_loader`` with the run's batch size, seed and workers, and the
+input path ``dataset.input_path`` chooses for the device (CPU: float32 normalised in the
+loader; CUDA: uint8 from pinned memory, normalised on the device).
 
 (a) "real": ``chexflow.train.train_epoch`` (the inner loop of ``fit``) over that loader
 for ``--steps`` batches: gather + normalise a batch, masked loss, clipping, AdamW, the
@@ -15,7 +17,10 @@ scheduler. (b) "compute-only": the same ``TrainStep`` on fixed random tensors al
 device. Warm-up steps of both are excluded. The two loops run in adjacent pairs in
 alternating order, ``--repeats`` times; throughputs are medians and the ratio is the
 median of the pairs' ratios. On CPU the ratio is also given in this process's CPU time,
-which other processes on shared cores do not stretch. Also measured: the image cache
+which other processes on shared cores do not stretch. With ``--input-check`` (default) a
+third loop, in rotating order with the two, runs the real pipeline over the other input
+path (CPU: uint8 batches normalised inside the step; CUDA: float32, unpinned), so that
+the choice of ``input_path`` stands on a measurement. Also measured: the image cache
 (``load_images`` decoding cold vs reading warm packs) and ``extract_embeddings``
 throughput. On CUDA: bf16 autocast and channels-last as ``TrainConfig`` sets them.
 """
@@ -38,7 +43,7 @@ import torch
 from bench.common import figure, paired_ratio, run_in_tempdir, stats
 from chexflow import pipeline
 from chexflow.config import DataConfig, ModelConfig, TrainConfig
-from chexflow.data.dataset import ChexpertImages, make_loader
+from chexflow.data.dataset import ChexpertImages, InputPath, input_path, make_loader
 from chexflow.data.synthetic import write_synthetic
 from chexflow.embed import extract_embeddings
 from chexflow.models import create_model, head_classes
@@ -173,26 +178,55 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     torch.manual_seed(0)
     model = prepare_model(create_model(ModelConfig(name=args.model), classes), cfg, device)
     step = TrainStep(model, cfg, total_steps=10**9, device=device)
-    # The loader as pipeline.train_model builds it.
-    loader = make_loader(
-        data.dataset, cfg.batch_size, shuffle=True, seed=0, num_workers=cfg.num_workers
-    )
+    # The loader as pipeline.train_model builds it, and the other input path.
+    inputs = input_path(device)
+    other = InputPath(uint8=not inputs.uint8, pin_memory=False)
+
+    def training_loader(path: InputPath) -> Any:
+        dataset = data.dataset.with_uint8(path.uint8)
+        return make_loader(
+            dataset,
+            cfg.batch_size,
+            shuffle=True,
+            seed=0,
+            num_workers=cfg.num_workers,
+            pin_memory=path.pin_memory,
+        )
+
+    loader = training_loader(inputs)
+    other_loader = training_loader(other) if args.input_check else None
 
     real_loop(step, loader, args.warmup)  # warm-up: allocator, kernels, worker start-up
     compute_only_loop(step, args.batch_size, args.image_size, classes, args.warmup)
+    if other_loader is not None:
+        real_loop(step, other_loader, args.warmup)
     real: list[Timed] = []
     compute: list[Timed] = []
+    real_other: list[Timed] = []
+    measures = [
+        lambda: real.append(real_loop(step, loader, args.steps)),
+        lambda: compute.append(
+            compute_only_loop(step, args.batch_size, args.image_size, classes, args.steps)
+        ),
+    ]
+    if other_loader is not None:
+        measures.append(lambda: real_other.append(real_loop(step, other_loader, args.steps)))
     for repeat in range(args.repeats):
-        measures = [
-            lambda: real.append(real_loop(step, loader, args.steps)),
-            lambda: compute.append(
-                compute_only_loop(step, args.batch_size, args.image_size, classes, args.steps)
-            ),
-        ]
-        for measure in measures if repeat % 2 == 0 else measures[::-1]:
+        if other_loader is None:  # adjacent pairs, alternating order
+            order = measures if repeat % 2 == 0 else measures[::-1]
+        else:  # rotating order: each loop comes first, second and third equally often
+            shift = repeat % len(measures)
+            order = measures[shift:] + measures[:shift]
+        for measure in order:
             measure()
 
-    eval_loader = make_loader(data.dataset, cfg.batch_size * 2, shuffle=False, seed=0)
+    eval_loader = make_loader(
+        data.dataset.with_uint8(inputs.uint8),
+        cfg.batch_size * 2,
+        shuffle=False,
+        seed=0,
+        pin_memory=inputs.pin_memory,
+    )
     embed_run = lambda: len(extract_embeddings(model, eval_loader, device, progress=False))  # noqa: E731
     timed(embed_run, device)  # warm-up
     embed = [timed(embed_run, device) for _ in range(args.repeats)]
@@ -215,6 +249,18 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "cached_images_per_s": round(data.n_images / data.cached_s, 1),
         },
     }
+    if real_other:
+        results["input_path"] = {
+            "used": inputs.describe(),
+            "other": other.describe(),
+            "other_images_per_s": stats([t.per_s for t in real_other], 2),
+            "ratio_other_to_used": paired_ratio(
+                [t.per_s for t in real_other], [t.per_s for t in real]
+            ),
+            "ratio_other_to_used_cpu_time": paired_ratio(
+                [t.per_cpu_s for t in real_other], [t.per_cpu_s for t in real]
+            ),
+        }
     if args.thread_check and device.type == "cpu":
         results["threads"] = thread_check(step, args, classes)
     target = GPU_TARGET if device.type == "cuda" else CPU_TARGET
@@ -251,6 +297,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "ratio",
             )
         )
+    if "input_path" in results:
+        chosen = results["input_path"]
+        figures.append(
+            figure(
+                f"real pipeline, {chosen['other']} / {chosen['used']} (the chosen path; "
+                "process CPU time)",
+                chosen["ratio_other_to_used_cpu_time"]["median"],
+                "ratio",
+            )
+        )
     figures.append(
         figure(
             "image cache: cached / decoded load speed",
@@ -268,11 +324,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "patients": args.patients,
         "training_images": data.n_images,
         "loader_workers": cfg.num_workers,
+        "input_path": inputs.describe(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "amp_bf16": device.type == "cuda" and cfg.amp,
         "channels_last": device.type == "cuda" and cfg.channels_last,
-        "pairing": "real and compute-only loops in adjacent pairs, alternating order",
+        "pairing": (
+            "real, compute-only and other-input-path loops in rotating order"
+            if real_other
+            else "real and compute-only loops in adjacent pairs, alternating order"
+        ),
     }
     return {"settings": settings, "results": results, "figures": figures}
 
@@ -299,6 +360,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also time compute-only steps with torch's default threads vs one (CPU)",
+    )
+    parser.add_argument(
+        "--input-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the real pipeline over the other input path (dataset.input_path)",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", type=Path, default=Path("bench/results/training.json"))

@@ -61,6 +61,10 @@ def test_training(tmp_path: Path) -> None:
     ratio = doc["results"]["ratio_real_to_compute"]
     assert len(ratio["pairs"]) == 2 and ratio["median"] > 0
     assert len(doc["results"]["real_images_per_s"]["samples"]) == 2
+    assert doc["settings"]["input_path"] == "float32 normalised in the loader, unpinned"
+    other = doc["results"]["input_path"]  # the uint8 path, timed in the same rotation
+    assert other["other"] == "uint8 unpinned, normalised on the device"
+    assert len(other["ratio_other_to_used"]["pairs"]) == 2
 
 
 def test_tracking_sqlite(tmp_path: Path) -> None:
@@ -103,6 +107,9 @@ def test_gpu_script_on_cpu(tmp_path: Path) -> None:
     doc = run_bench("bench_gpu", tmp_path / "g.json", *args, "--timm-steps", "1")
     check_document(doc, "gpu")
     assert "ratio_real_loader" in doc["results"]["loops"]
+    # On CPU the input path stays float32 (uint8 from pinned memory is CUDA's).
+    assert doc["settings"]["input_path"] == "float32 normalised in the loader, unpinned"
+    assert "ratio_real_loader_float32" in doc["results"]["loops"]
 
 
 @pytest.mark.slow
