@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from chexflow.config import ModelConfig, TrainConfig, load_config
+from chexflow.data import dataset as dataset_module
 from chexflow.data.dataset import (
     MEAN,
     STD,
@@ -87,6 +88,8 @@ def test_uint8_batches_normalised_on_the_device_equal_the_float_batches() -> Non
     levels = torch.arange(256, dtype=torch.uint8)
     expected = loader_normalisation_before(levels.numpy()[None])[0]
     assert torch.equal(normalise_pixels(levels[None]), expected)
+    # The GPU's formulation (cast fused into the multiply) is the same arithmetic.
+    assert torch.equal(dataset_module._cast_scale_shift(levels[None]), expected)
     with pytest.raises(TypeError, match="uint8"):
         normalise_pixels(images)
 

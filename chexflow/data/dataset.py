@@ -64,7 +64,7 @@ _WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 # in [0, 1]; round constants keep the input near zero mean, unit variance.
 MEAN = 0.5
 STD = 0.25
-# (p / 255 - MEAN) / STD as p * _SCALE - _SHIFT: the cast to float32 rides in the multiply.
+# (p / 255 - MEAN) / STD as p * _SCALE - _SHIFT (normalise_pixels).
 _SCALE = 1.0 / (255.0 * STD)
 _SHIFT = MEAN / STD
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -360,10 +360,12 @@ def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
     The one normalisation of training and evaluation images: ``ChexpertImages`` applies
     it in the loader on the float32 input path, ``evaluation.to_device`` after the copy on
     the uint8 path (``input_path``). Computed as ``pixels * (1 / (255 STD)) - MEAN / STD``
-    in float32: the cast is fused into the multiply and the shift is in place, so the
-    batch is read once as uint8 and written once as float32, then updated in place. A
-    single fused multiply-add (``torch.addcmul``) rounds once instead of twice and differs
-    from this by up to 1 ulp (2.4e-7); two roundings keep both paths bit-identical.
+    in float32, rounding after the multiply and after the shift, the same on every
+    device. On a GPU the cast is fused into the multiply and the shift is in place (the
+    batch is read once as uint8); on the CPU a mixed-dtype multiply is not vectorised and
+    measured slower than a separate cast, so the cast comes first there. A single fused
+    multiply-add (``torch.addcmul``) would round once and differ by up to 1 ulp (2.4e-7):
+    two roundings keep both paths bit-identical.
 
     Args:
         pixels: uint8 ``[B, 1, S, S]`` (any shape; any memory format, which is kept).
@@ -373,6 +375,13 @@ def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
     """
     if pixels.dtype != torch.uint8:
         raise TypeError(f"normalise_pixels takes uint8 pixels, not {pixels.dtype}")
+    if pixels.device.type == "cpu":
+        return pixels.float().mul_(_SCALE).sub_(_SHIFT)
+    return _cast_scale_shift(pixels)
+
+
+def _cast_scale_shift(pixels: torch.Tensor) -> torch.Tensor:
+    """``normalise_pixels`` off the CPU: one kernel casts and scales, one shifts in place."""
     return pixels.mul(_SCALE).sub_(_SHIFT)
 
 
