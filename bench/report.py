@@ -72,8 +72,10 @@ SECTIONS: list[tuple[str, str, str]] = [
     (
         "gpu",
         "6. GPU fine-tune (bf16, channels-last)",
-        "One fraction fine-tuned on 320 px synthetic CheXpert; real loader vs compute-only; "
-        "timm's train-benchmark method on the same machine and timm's published number.",
+        "One fraction fine-tuned on 320 px synthetic CheXpert; real loader (on CUDA uint8 "
+        "batches from pinned memory, normalised on the GPU) vs compute-only and vs the previous "
+        "float32 path; timm's train-benchmark method on the same machine and timm's published "
+        "number.",
     ),
     (
         "scaling",
@@ -466,12 +468,23 @@ def findings_section(results: dict[str, dict[str, Any] | None]) -> list[str]:
         f"silhouette): {tsne_at('10000', 'map_metrics')} s at 10k, "
         f"{map_metrics_100k} s at 100k. Moving the "
         "switch points would change the maps, so they are left to the analysis owners.",
-        "- **GPU input path (to confirm on a GPU).** `pipeline.train_model` builds loaders "
-        "without pinned memory, the finetune flow's per-step logger makes `train_epoch` call "
-        "`float(loss)` every step (a device sync per step), and chexflow leaves "
-        "`cudnn.benchmark` off (timm's benchmark turns it on). `bench_gpu` measures the "
-        "first two against the plain loader and reports timm's method, so a GPU run shows "
-        "whether any of them costs more than the 10% budget.",
+        "- **GPU input path (changed; the GPU figure is unmeasured).** On CUDA the loaders now "
+        "yield uint8 batches from pinned memory (6.5 MB instead of 26 MB of float32 a batch at "
+        "320 px, batch 64), copied with `non_blocking=True` and normalised on the GPU after the"
+        " copy with the same formula (`dataset.input_path` decides, `evaluation.to_device` "
+        "normalises through `dataset.normalise_pixels`). Augmented batches are jittered on the "
+        "CPU in float as before and rounded back to 8 bits (at most half a grey level). On CPU "
+        "batches stay float32, normalised in the loader and unpinned, bit-identical to before "
+        "(`tests/test_input_path.py`): the uint8 path there only moves the same work into the "
+        "step, and `bench_training --input-check` timed it at 0.98 and 1.05 times the float "
+        "path's images per CPU second (two runs on the loaded 2-core machine, 2026-11-30: no "
+        "difference beyond noise). No GPU was lent to the session that made the change: "
+        "`bench_gpu` records the path it used (`settings.input_path`) and times the previous "
+        "float32 path beside the real loader. Still to confirm on a GPU: the finetune flow's "
+        "per-step logger makes `train_epoch` call `float(loss)` every step (a device sync per "
+        "step), and chexflow leaves `cudnn.benchmark` off (timm's benchmark turns it on); "
+        "`bench_gpu` measures the first against the plain loader and reports timm's method, so "
+        "a GPU run shows whether any of them costs more than the 10% budget.",
         "",
     ]
 
