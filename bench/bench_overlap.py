@@ -129,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     idle_on = stats([r["idle_share"] for r in on])["median"]
     idle_off = stats([r["idle_share"] for r in off])["median"]
     ratio = paired_ratio([r["s"] for r in on], [r["s"] for r in off])
+    cpu_ratio = paired_ratio([r["cpu_s"] for r in on], [r["cpu_s"] for r in off])
     doc["settings"] = {
         "patients": args.patients,
         "fractions": args.fractions,
@@ -150,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "idle_share": stats([r["idle_share"] for r in off]),
         },
         "wall_ratio_overlap_to_series": ratio,
+        "cpu_ratio_overlap_to_series": cpu_ratio,
         "runs": on + off,
     }
     doc["figures"] = [
@@ -162,8 +164,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
         figure(
             "`chexflow sweep` start to exit, overlapped / series (same cores)",
-            ratio["median"],
+            f"{ratio['median']:.3f} (pairs {', '.join(f'{x:.3f}' for x in ratio['pairs'])})",
             "ratio",
+        ),
+        figure(
+            "same in CPU seconds (command and its children)",
+            f"{cpu_ratio['median']:.3f} (pairs "
+            f"{', '.join(f'{x:.3f}' for x in cpu_ratio['pairs'])})",
+            "ratio",
+        ),
+        figure(
+            "idle share of each run, series / overlapped",
+            " / ".join(", ".join(f"{r['idle_share']:.1%}" for r in group) for group in (off, on)),
+            "",
         ),
     ]
     return finish_document(doc, args.out)

@@ -113,9 +113,10 @@ SECTIONS: list[tuple[str, str, str]] = [
         "overlap",
         "12. Overlapped analysis: the device's idle share in a sweep",
         "Whole `chexflow sweep` commands (three fractions, the 0% reference, the comparison), "
-        "`--overlap` (the default: fine-tune k+1 trains while k is analysed) against "
-        "`--no-overlap`, alternating; the idle share is the part of the sweep flow run's wall "
-        "time in which no `train` or `evaluate-and-embed` task runs (Prefect's records).",
+        "`--overlap` (fine-tune k+1 trains while k is analysed; the default on CUDA) against "
+        "`--no-overlap` (the default on a CPU), alternating; the idle share is the part of "
+        "the sweep flow run's wall time in which no `train` or `evaluate-and-embed` task "
+        "runs (Prefect's records).",
     ),
 ]
 

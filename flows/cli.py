@@ -185,9 +185,13 @@ def sweep(
     dispatch: Annotated[str, typer.Option(help="local, or deployment (work pools).")] = "local",
     force: bool = False,
     overlap: Annotated[
-        bool,
-        typer.Option(help="Local fine-tunes: train the next while the last one is analysed."),
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--overlap/--no-overlap",
+            help="Local fine-tunes: train the next while the last one is analysed "
+            "(default: when training on CUDA).",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune every fraction × seed under one MLflow parent run, then compare them."""
     from chexflow.config import check_fractions, check_seeds

@@ -13,7 +13,7 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from pydantic import AfterValidator, Field
 
-from chexflow import records
+from chexflow import records, runtime
 from chexflow.config import ChexflowConfig, Seed, check_fractions, check_seeds
 from chexflow.results import FinetuneResult, SweepResult
 from chexflow.tracking import make_tracker
@@ -71,7 +71,7 @@ def run_local(
     workdir: str,
     sweep_id: str,
     force: bool,
-    overlap_analysis: bool,
+    overlap_analysis: bool | None,
 ) -> list[FinetuneResult]:
     """The fine-tunes of ``grid`` in this process, in order.
 
@@ -79,8 +79,12 @@ def run_local(
     embedding the evaluation set; ``flows.finetune.DEVICE_TURN``) while the other analyses
     its embeddings on the CPU, so the device does not wait for each run's t-SNE maps,
     metrics and plots (bench/bench_overlap.py measures the share of the sweep's wall time
-    in which nothing trains). Without it they run one after another.
+    in which nothing trains). Without it they run one after another. None (automatic):
+    overlap when the fine-tunes train on CUDA; on a CPU the training and the analysis share
+    the same cores, and overlapping them was no faster (docs/BENCHMARKS.md, section 12).
     """
+    if overlap_analysis is None:
+        overlap_analysis = runtime.device_type(config.train.device) == "cuda"
     if not overlap_analysis or len(grid) == 1:
         return [
             finetune(data_dir, f, s, config, workdir, sweep_id=sweep_id, force=force)
@@ -125,15 +129,18 @@ def sweep(
     run_compare: bool = True,
     include_reference: bool = True,
     force: bool = False,
-    overlap_analysis: bool = True,
+    overlap_analysis: Annotated[
+        bool | None,
+        Field(description="Train the next fine-tune while the last is analysed; null: on CUDA."),
+    ] = None,
 ) -> SweepResult:
     """Fine-tune every fraction × seed, then write their comparison.
 
     With ``dispatch_to=deployment`` each fine-tune becomes a flow run of the named
     deployment, so GPU workers of its work pool run the fractions in parallel. With
     ``include_reference`` the initial backbone's embeddings join the comparison as "0%".
-    With ``overlap_analysis`` (local fine-tunes) the next fine-tune trains while the last
-    one's embeddings are analysed (``run_local``).
+    With ``overlap_analysis`` (local fine-tunes; default: on CUDA) the next fine-tune
+    trains while the last one's embeddings are analysed (``run_local``).
     """
     workdir, data_dir = absolute(workdir), absolute(data_dir)
     # every fraction x seed at once: the fine-tunes it starts find themselves checked

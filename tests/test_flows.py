@@ -20,7 +20,9 @@ FRACTIONS = [0.25, 0.5]
 
 @pytest.fixture(scope="module")
 def tiny_config() -> ChexflowConfig:
-    return load_config(None, TINY)
+    # threads pinned: automatic threads follow the machine's load, and a thread count
+    # changes the last bits of training (test_overlapped_analysis_changes_no_number...)
+    return load_config(None, [*TINY, "train.threads=1"])
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,10 @@ def swept(prefect_api, tiny_dataset: Path, tiny_config, tmp_path_factory):
     from flows.sweep import sweep
 
     workdir = tmp_path_factory.mktemp("work")
-    result = sweep(str(tiny_dataset), FRACTIONS, [0], tiny_config, str(workdir))
+    # overlapped on the CPU too (the default overlaps on CUDA only)
+    result = sweep(
+        str(tiny_dataset), FRACTIONS, [0], tiny_config, str(workdir), overlap_analysis=True
+    )
     client = MlflowClient(default_tracking_uri(workdir))
     return workdir, result, client
 
