@@ -67,6 +67,14 @@ server.stop()
 """
 
 
+def start_offline(benchmark: str, module: str, argv: Sequence[str]) -> dict[str, Any]:
+    """The result document of a whole-command benchmark, with this process (and the
+    commands it starts) offline: ``OFFLINE_ENV`` where the user has not set it."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    return start_document(benchmark, module, argv)
+
+
 def base_env(**extra: str) -> dict[str, str]:
     """A user's environment: offline, no Prefect server or MLflow URI, this repo importable.
 
@@ -360,9 +368,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
-    doc = start_document("commands", MODULE, argv)
+    doc = start_offline("commands", MODULE, argv)
     overrides = [
         f"data.image_size={args.image_size}",
         f"model.name={args.model}",

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.bench_commands import OFFLINE_ENV, base_env, first_step_s, run_process
-from bench.common import figure, finish_document, start_document, stats
+from bench.bench_commands import base_env, first_step_s, run_process, start_offline
+from bench.common import figure, finish_document, stats
 
 MODULE = "bench.bench_demo"
 _LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \|")
@@ -103,9 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
-    doc = start_document("demo", MODULE, argv)
+    doc = start_offline("demo", MODULE, argv)
     extra = ["--quick"] if args.quick else []
     if args.keep is not None:
         args.keep.mkdir(parents=True)

@@ -8,7 +8,7 @@ Each run is a whole ``chexflow sweep`` (several fractions, the 0% reference and 
 comparison, as users run it) in a fresh workdir on one synthetic dataset, the two modes
 alternating. The device is busy while a fine-tune trains or embeds its evaluation set
 (the ``train`` and ``evaluate-and-embed`` task runs, which hold
-``flows.finetune.DEVICE_TURN``); the idle share is the part of the sweep flow run's wall
+``flows.device.device_turn``); the idle share is the part of the sweep flow run's wall
 time (Prefect's record in the workdir's ``PREFECT_HOME``) covered by neither. On a
 CPU-only machine "device" means the training work: the figure is the share a GPU would
 wait for the CPU, and the wall times show what the overlap costs or saves when both
@@ -27,8 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bench_commands import OFFLINE_ENV, base_env, run_process
-from bench.common import figure, finish_document, paired_ratio, start_document, stats
+from bench.bench_commands import base_env, run_process, start_offline
+from bench.common import figure, finish_document, paired_ratio, stats
 
 MODULE = "bench.bench_overlap"
 DEVICE_TASKS = ("train", "evaluate-and-embed")
@@ -108,9 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
-    doc = start_document("overlap", MODULE, argv)
+    doc = start_offline("overlap", MODULE, argv)
     runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     with tempfile.TemporaryDirectory(prefix="chexflow-bench-overlap-") as name:
         tmp = Path(name)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -19,29 +17,13 @@ from chexflow.progress import EpochProgress
 from chexflow.results import FinetuneResult
 from chexflow.tracking import BatchedMetricLogger, make_tracker
 from flows._common import absolute, check_inputs, closing_run, publish_markdown, publish_run_links
+from flows.device import device_turn
 from flows.pretrain import pretrained_start
 from flows.summaries import finetune_markdown
 from tasks import finetune as steps
 from tasks import tracking as mlflow_tasks
 
 Fraction = Annotated[float, Field(gt=0, le=1, description="Share of training patients, (0, 1].")]
-
-# One fine-tune of this process trains and embeds at a time; its analysis (CPU: t-SNE maps,
-# metrics, plots) runs after it lets go, so a sweep's next fine-tune trains meanwhile
-# (flows/sweep.py, ``overlap_analysis``). Uncontended when a process runs one fine-tune.
-DEVICE_TURN = threading.Lock()
-
-
-@contextlib.contextmanager
-def device_turn(name: str) -> Iterator[None]:
-    """Hold this process's device (``DEVICE_TURN``), saying so when it has to wait."""
-    if not DEVICE_TURN.acquire(blocking=False):
-        get_run_logger().info("%s waits for the device (another fine-tune is training)", name)
-        DEVICE_TURN.acquire()
-    try:
-        yield
-    finally:
-        DEVICE_TURN.release()
 
 
 def run_name() -> str:
@@ -85,7 +67,8 @@ def finetune(
     name = records.finetune_run_name(fraction, seed)
     device = contextlib.ExitStack()
     with device:
-        device.enter_context(device_turn(name))  # released once the evaluation is embedded
+        # held until the evaluation set is embedded (flows.device)
+        device.enter_context(device_turn(name, get_run_logger()))
         prepared = steps.prepare_data(data_dir, config.data, fraction, seed, workdir)
         steps.check_room(prepared, config.data, workdir)
         train_fp = pipeline.training_fingerprint(prepared, config.model, config.train, seed)

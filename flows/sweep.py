@@ -19,6 +19,7 @@ from chexflow.results import FinetuneResult, SweepResult
 from chexflow.tracking import make_tracker
 from flows._common import absolute, check_inputs, closing_run
 from flows.compare import compare
+from flows.device import TurnOrder
 from flows.finetune import finetune
 from flows.pretrain import pretrained_start
 from flows.reference import reference
@@ -76,7 +77,7 @@ def run_local(
     """The fine-tunes of ``grid`` in this process, in order.
 
     With ``overlap_analysis`` two run at once: one holds the device (training, then
-    embedding the evaluation set; ``flows.finetune.DEVICE_TURN``) while the other analyses
+    embedding the evaluation set; ``flows.device``, in the grid's order) while the other analyses
     its embeddings on the CPU, so the device does not wait for each run's t-SNE maps,
     metrics and plots (bench/bench_overlap.py measures the share of the sweep's wall time
     in which nothing trains). Without it they run one after another. None (automatic):
@@ -92,10 +93,13 @@ def run_local(
         ]
     # Plain threads, each with a copy of this flow run's context: the fine-tunes stay
     # subflows of the sweep and log as themselves (a wrapping task would own their logs).
+    order = TurnOrder()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="chexflow-finetune") as pool:
         futures = [
             pool.submit(
                 contextvars.copy_context().run,
+                order.run,
+                index,
                 finetune,
                 data_dir,
                 f,
@@ -105,7 +109,7 @@ def run_local(
                 sweep_id=sweep_id,
                 force=force,
             )
-            for f, s in grid
+            for index, (f, s) in enumerate(grid)
         ]
         try:
             return [future.result() for future in futures]
