@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import shlex
 import shutil
 import sys
@@ -200,6 +201,11 @@ def sweep(
     seed_list = check_seeds(parse_list(seeds, int, "--seeds"))
     if dispatch not in ("local", "deployment"):
         raise ChexflowError(f"--dispatch {dispatch!r}: expected local or deployment")
+    if dispatch == "deployment" and not os.environ.get("PREFECT_API_URL"):
+        raise ChexflowError(
+            "--dispatch deployment needs a Prefect server with the deployments: PREFECT_API_URL "
+            "is not set (start one with `chexflow up`, then `chexflow deploy`)"
+        )
     cfg, api_started = _prepare_training(config, set_, data, workdir, fraction_list, seed_list)
     from flows.sweep import sweep as sweep_flow
 
@@ -224,7 +230,10 @@ def compare(
     sweep_id: Annotated[str | None, typer.Option("--sweep", help="Sweep run id.")] = None,
     runs: Annotated[str | None, typer.Option(help="Comma-separated fine-tune run ids.")] = None,
     aliases: Annotated[str | None, typer.Option(help="Registry aliases, comma-separated.")] = None,
-    model: Annotated[str | None, typer.Option(help="Registered model of the aliases.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Registered model of the aliases (default: tracking.registered_model)."),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -245,6 +254,8 @@ def compare(
         raise ChexflowError(f"--data {data}: not a directory")
     run_ids = parse_list(runs, str, "--runs") if runs else None
     alias_list = parse_list(aliases, str, "--aliases") if aliases else None
+    if alias_list and not model:
+        model = cfg.tracking.registered_model  # where the fine-tunes register their versions
     _check_compared_runs(cfg.tracking.experiment, workdir, sweep_id, run_ids, model, alias_list)
     from chexflow.pipeline import check_workdir
 

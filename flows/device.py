@@ -62,11 +62,11 @@ def device_turn(name: str, logger: logging.Logger | logging.LoggerAdapter) -> It
     """Hold the device for ``name`` (in its turn, if a sweep gave it one), saying so on
     ``logger`` when it has to wait."""
     turn = _TURN.get()
-    ready = turn is None or turn[0].ready(turn[1])
-    if not ready or not DEVICE_TURN.acquire(blocking=False):
-        logger.info("%s waits for the device (another fine-tune is training)", name)
-        if turn is not None:
-            turn[0].wait(turn[1])
+    if turn is not None and not turn[0].ready(turn[1]):
+        logger.info("%s waits for its turn on the device, after the previous fine-tune", name)
+        turn[0].wait(turn[1])
+    if not DEVICE_TURN.acquire(blocking=False):
+        logger.info("%s waits for the device (another fine-tune holds it)", name)
         DEVICE_TURN.acquire()
     try:
         yield

@@ -117,3 +117,23 @@ def test_version_names_the_stack_it_runs_on() -> None:
         "chexflow", version("chexflow"), "torch", version("torch"), "timm", version("timm"),
         "prefect", version("prefect"), "mlflow", version("mlflow"),
     ]  # fmt: skip
+
+
+def test_dispatch_to_deployments_without_a_server_is_refused_at_the_door(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: 42 s, 566 lines of tracebacks ending in ObjectNotFound, exit 1, a failed
+    # sweep run and a workdir left behind.
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    work = tmp_path / "work"
+    result = runner.invoke(
+        app, ["sweep", "--data", str(data), "--dispatch", "deployment", "--workdir", str(work)]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --dispatch deployment needs a Prefect server with the deployments: "
+        "PREFECT_API_URL is not set (start one with `chexflow up`, then `chexflow deploy`)"
+    ]
+    assert not work.exists()
