@@ -130,7 +130,9 @@ def data_summary(
 
     wanted = check_fractions(parse_list(fractions, float, "--fractions"))
     summary = summarise(data, cfg.data, wanted, seed)
-    typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+    typer.echo(
+        json.dumps(summary, indent=2, ensure_ascii=False) if as_json else format_summary(summary)
+    )
 
 
 @app.command()
@@ -138,7 +140,7 @@ def data_summary(
 def finetune(
     data: Annotated[Path, typer.Option("--data", help="Dataset root (holds train.csv).")],
     fraction: Annotated[float, typer.Option(help="Share of training patients, (0, 1].")],
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the fraction draw and the training.")] = 0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
@@ -153,7 +155,7 @@ def finetune(
     result = _run_flow(
         finetune_flow, api_started, str(data), fraction, seed, cfg, str(workdir), force=force
     )
-    typer.echo(json.dumps(result.model_dump(), indent=2))
+    typer.echo(json.dumps(result.model_dump(), indent=2, ensure_ascii=False))
 
 
 @app.command()
@@ -170,7 +172,7 @@ def pretrain(
     from flows.pretrain import pretrain as pretrain_flow
 
     result = _run_flow(pretrain_flow, api_started, str(data), cfg, str(workdir), force=force)
-    typer.echo(json.dumps(result.model_dump(), indent=2))
+    typer.echo(json.dumps(result.model_dump(), indent=2, ensure_ascii=False))
     typer.echo(f"fine-tune from it: --set model.init_checkpoint={result.checkpoint}")
 
 
@@ -184,7 +186,9 @@ def sweep(
     set_: SetOpt = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     dispatch: Annotated[str, typer.Option(help="local, or deployment (work pools).")] = "local",
-    force: bool = False,
+    force: Annotated[
+        bool, typer.Option(help="Train again from scratch: no cached training, no resume.")
+    ] = False,
     overlap: Annotated[
         bool | None,
         typer.Option(
