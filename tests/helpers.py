@@ -36,3 +36,22 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 def chromium_command(browser: str, profile: Path, *args: str) -> list[str]:
     """A headless, offline Chromium run with its own profile directory."""
     return [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+
+
+def postgres_available() -> bool:
+    """PostgreSQL for the local stack: the server binaries, the driver, and (as root) the
+    `postgres` user to run it as."""
+    import importlib.util
+    import os
+    import pwd
+
+    from chexflow.errors import ChexflowError
+    from deployments.stack import postgres
+
+    try:
+        postgres.postgres_bin()
+        if os.geteuid() == 0:
+            pwd.getpwnam("postgres")
+    except (ChexflowError, KeyError):
+        return False
+    return importlib.util.find_spec("psycopg") is not None

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import TINY
+from helpers import TINY, postgres_available
 
 from chexflow import checkpoints
 from chexflow.config import load_config
@@ -366,21 +366,8 @@ def _prefect_parameters(env: dict[str, str]) -> list[Any]:
     return [[r["name"], r["parameters"], r.get("tags")] for r in flow_runs]
 
 
-def _stack_postgres_available() -> bool:
-    import importlib.util
-    import pwd
-
-    try:
-        postgres.postgres_bin()
-        if os.geteuid() == 0:
-            pwd.getpwnam("postgres")
-    except (ChexflowError, KeyError):
-        return False
-    return importlib.util.find_spec("psycopg") is not None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _stack_postgres_available(), reason="no PostgreSQL server binaries")
+@pytest.mark.skipif(not postgres_available(), reason="no PostgreSQL server binaries")
 def test_the_postgres_password_is_on_no_command_line_and_in_no_log() -> None:
     # Before: `up --db postgres` put the password on the MLflow server's command line (ps
     # shows it to every local user) and in stack/mlflow-server.log, mode 0644.

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import chromium, chromium_command
+from helpers import chromium, chromium_command, postgres_available
 from typer.testing import CliRunner
 
-from chexflow.errors import ChexflowError
 from deployments import stack
 from deployments.stack import commands, network, postgres, processes, state
 from flows.cli import app
@@ -123,20 +122,6 @@ def test_pid_reuse_is_not_mistaken_for_a_service(tmp_path: Path) -> None:
 # --- real servers ---------------------------------------------------------------------------
 
 
-def _postgres_available() -> bool:
-    """Server binaries, the driver, and (as root) the `postgres` user to run it as."""
-    import importlib.util
-    import pwd
-
-    try:
-        postgres.postgres_bin()
-        if os.geteuid() == 0:
-            pwd.getpwnam("postgres")
-    except (ChexflowError, KeyError):
-        return False
-    return importlib.util.find_spec("psycopg") is not None
-
-
 def _cli(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     return subprocess.run(
@@ -161,7 +146,7 @@ def workdir() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def running(workdir: Path) -> Iterator[dict[str, Any]]:
     """`chexflow up` with two GPU workers and one CPU worker; `chexflow down` afterwards."""
-    db = "postgres" if _postgres_available() else "sqlite"
+    db = "postgres" if postgres_available() else "sqlite"
     ports = {name: network.free_port() for name in ("prefect", "mlflow", "pg")}
     args = ["up", "--workdir", str(workdir / "work"), "--gpu-workers", "2", "--db", db,
             "--prefect-port", str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"]),
