@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    add_sweep_workload,
     figure,
     finish_document,
     paired_ratio,
@@ -579,12 +580,7 @@ def cli_runs(args: argparse.Namespace, data: Path, tmp: Path, overrides: list[st
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patients", type=int, default=800)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--model", default="resnet10t")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--fractions", default="0.1,0.5")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    add_sweep_workload(parser, fractions="0.1,0.5")
     parser.add_argument("--demo", action="store_true", help="the `chexflow demo` workload")
     parser.add_argument("--repeats", type=int, default=5, help="paired sweep/plain runs")
     parser.add_argument("--before-repeats", type=int, default=1, help="sweeps with heartbeats")

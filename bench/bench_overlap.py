@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_commands import base_env, run_process, start_offline
-from bench.common import figure, finish_document, paired_ratio, stats
+from bench.common import add_sweep_workload, figure, finish_document, paired_ratio, stats
 
 MODULE = "bench.bench_overlap"
 DEVICE_TASKS = ("train", "evaluate-and-embed")
@@ -94,12 +94,7 @@ def run_sweep(tmp: Path, data: Path, index: int, overlap: bool, args: argparse.N
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patients", type=int, default=800)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--model", default="resnet10t")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--fractions", default="0.25,0.5,1.0")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    add_sweep_workload(parser, fractions="0.25,0.5,1.0")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of overlap / series")
     parser.add_argument("--out", type=Path, default=Path("bench/results/overlap.json"))
     return parser.parse_args(argv)

@@ -18,6 +18,7 @@ other processes, which drifts, hits both alike) and are the median of the pairs'
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import math
@@ -273,3 +274,15 @@ def print_figures(doc: dict[str, Any]) -> None:
         if "target" in fig:
             target = f"  (target {fig['target']}: {'met' if fig['met'] else 'MISSED'})"
         print(f"[{doc['benchmark']}] {fig['name']}: {shown} {fig['unit']}{target}", flush=True)
+
+
+def add_sweep_workload(parser: argparse.ArgumentParser, fractions: str) -> None:
+    """The options of a sweep workload on synthetic data: ``--patients``, ``--image-size``,
+    ``--model``, ``--epochs``, ``--fractions`` (default ``fractions``) and repeated ``--set``
+    config overrides (``args.overrides``)."""
+    parser.add_argument("--patients", type=int, default=800)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--model", default="resnet10t")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--fractions", default=fractions)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
