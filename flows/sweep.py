@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from pydantic import AfterValidator, Field
 
@@ -20,6 +19,7 @@ from chexflow.tracking import make_tracker
 from flows._common import absolute, check_inputs, closing_run
 from flows.compare import compare
 from flows.device import TurnOrder
+from flows.dispatch import run_queued
 from flows.finetune import finetune
 from flows.pretrain import pretrained_start
 from flows.reference import reference
@@ -58,8 +58,13 @@ def run_name() -> str:
 
 @task(name="dispatch-finetune", cache_policy=NO_CACHE)
 def dispatch(deployment: str, parameters: dict[str, Any]) -> FinetuneResult:
-    """Run one fine-tune as a flow run of ``deployment`` on its work pool and wait for it."""
-    run = run_deployment(deployment, parameters=parameters, as_subflow=True, timeout=None)
+    """Run one fine-tune as a flow run of ``deployment`` on its work pool and wait for it.
+
+    The run is named for its fraction and seed from the start, and reads "Queued" (not
+    "Late") while it waits for a free worker (``flows.dispatch``).
+    """
+    name = records.finetune_run_name(parameters["fraction"], parameters["seed"])
+    run = run_queued(deployment, parameters, name)
     if not run.state or not run.state.is_completed():
         raise RuntimeError(f"flow run {run.name} ended {run.state.name if run.state else '?'}")
     return FinetuneResult.model_validate(run.state.result())
