@@ -26,9 +26,11 @@ import pytest
 from helpers import chromium, chromium_command, postgres_available
 from typer.testing import CliRunner
 
+from chexflow import records
 from deployments import stack
 from deployments.stack import commands, network, postgres, processes, state
 from flows.cli import app
+from flows.dispatch import QUEUED
 
 runner = CliRunner()
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
@@ -294,6 +296,14 @@ def test_sweep_fans_out_to_gpu_workers_concurrently_then_compares(
     kids = _read(prefect_settings, children)
     assert len(kids) == len(FRACTIONS)
     assert all(k.state.is_completed() and k.work_pool_name == "chexflow-gpu" for k in kids)
+    # Named for what they do, and waiting as a queue: "Queued" first, never "Late".
+    assert sorted(k.name for k in kids) == [records.finetune_run_name(f, 0) for f in FRACTIONS]
+
+    async def histories(client):
+        return [[s.name for s in await client.read_flow_run_states(k.id)] for k in kids]
+
+    for history in _read(prefect_settings, histories):
+        assert history[0] == QUEUED and "Late" not in history, history
     # Two GPU workers ran the two fractions at the same time.
     (a, b) = sorted(kids, key=lambda k: k.start_time)
     assert b.start_time < a.end_time, "the fine-tunes did not overlap"
