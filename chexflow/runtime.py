@@ -18,8 +18,11 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from chexflow.procinfo import proc_stat
 
 log = logging.getLogger("chexflow.runtime")
 
@@ -79,24 +82,38 @@ def _cpu_ticks() -> tuple[int, int] | None:
     return sum(values) - idle, sum(values)
 
 
-def other_busy_cores(window_s: float = BUSY_SAMPLE_S) -> float | None:
+def other_busy_cores(window_s: float = BUSY_SAMPLE_S, exclude: Sequence[int] = ()) -> float | None:
     """Cores kept busy by other processes over the next ``window_s`` seconds.
 
-    All cores' busy time from /proc/stat minus this process's own CPU time, in cores
-    (machine-wide: on a machine with more cores than the affinity mask, work outside the
-    mask counts too, which errs towards fewer threads). None where /proc/stat is absent.
+    All cores' busy time from /proc/stat minus this process's own CPU time and that of
+    the processes in ``exclude`` (pids: work of this command's own, such as its Prefect
+    API's start-up), in cores (machine-wide: on a machine with more cores than the
+    affinity mask, work outside the mask counts too, which errs towards fewer threads).
+    None where /proc/stat is absent.
     """
     before, own_before = _cpu_ticks(), time.process_time()
+    excluded_before = _process_ticks(exclude)
     if before is None:
         return None
     time.sleep(window_s)
     after, own_after = _cpu_ticks(), time.process_time()
+    excluded = _process_ticks(exclude) - excluded_before
     if after is None or after[1] == before[1]:
         return None
     cores = os.cpu_count() or 1
-    busy = (after[0] - before[0]) / (after[1] - before[1]) * cores
+    busy = (after[0] - before[0] - excluded) / (after[1] - before[1]) * cores
     own = (own_after - own_before) / window_s
     return max(0.0, busy - own)
+
+
+def _process_ticks(pids: Sequence[int]) -> int:
+    """User + system jiffies of the processes ``pids`` (0 for one that has ended)."""
+    total = 0
+    for pid in pids:
+        fields = proc_stat(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def automatic_threads(cores: int, busy: float | None, num_workers: int) -> int:

@@ -253,6 +253,7 @@ def compare(
     chosen = [x for x in (sweep_id, runs, aliases) if x]
     if len(chosen) != 1:
         raise ChexflowError("give exactly one of --sweep ID, --runs ID,ID or --aliases A,B")
+    _prelaunch_api()
     cfg = _load_config(config, set_)
     if data is not None and not data.is_dir():
         raise ChexflowError(f"--data {data}: not a directory")
@@ -326,6 +327,7 @@ def demo(
 
     if labels_from is not None and (problem := missing_file(labels_from)) is not None:
         raise ChexflowError(f"--labels-from {labels_from} {problem}")
+    _prelaunch_api()
     settings = demo_settings(quick, labels_from)
     _check_run_inputs(settings.config, workdir)
     configure_environment(workdir)
@@ -365,6 +367,7 @@ def _prepare_training(
     With ``fractions`` and ``seeds`` everything the runs read is checked
     (``preflight.check_run_inputs``); without (pretraining), the workdir and the model.
     """
+    _prelaunch_api()
     cfg = _load_config(config, overrides)
     _require_dir(data, "--data")
     _check_run_inputs(cfg, workdir, data, fractions, seeds)
@@ -381,8 +384,9 @@ def _start_run_services(cfg: Any, workdir: Path) -> Callable[[], None]:
     templates of migrated, empty ones (``flows.databases``)."""
     from chexflow.runtime import configure, other_busy_cores
     from flows.databases import seed_mlflow_database, seed_prefect_home
+    from flows.temporary_api import pids
 
-    busy = other_busy_cores()
+    busy = other_busy_cores(exclude=pids())  # the API's process imports meanwhile
     keep_prefect_template = seed_prefect_home()
     api_started = _start_prefect_api()
     mlflow_ready = seed_mlflow_database(workdir)
@@ -432,6 +436,15 @@ def _outermost_new_dir(path: Path) -> Path | None:
     while not path.parent.exists():
         path = path.parent
     return path
+
+
+def _prelaunch_api() -> None:
+    """Start the temporary Prefect API's process now: it imports Prefect's server while
+    the command checks its input, and writes nothing until it is served
+    (``flows.temporary_api``)."""
+    from flows.temporary_api import prelaunch
+
+    prelaunch()
 
 
 def _start_prefect_api() -> Callable[[], None]:

@@ -49,6 +49,13 @@ def _is_flow_parameter_error(exc: Exception) -> bool:
     return isinstance(exc, ParameterTypeError)
 
 
+def _discard_waiting_api() -> None:
+    """A refused command stops the API process it started for nothing (it wrote nothing)."""
+    from flows.temporary_api import discard_waiting
+
+    discard_waiting()
+
+
 def user_errors(func: F) -> F:
     """Turn ChexflowError (and invalid flow parameters) into one line on stderr and exit 2."""
 
@@ -57,6 +64,7 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ChexflowError as exc:
+            _discard_waiting_api()
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         except Exception as exc:

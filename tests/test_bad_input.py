@@ -24,6 +24,7 @@ from chexflow.config import load_config
 from chexflow.errors import ChexflowError, ConfigError, DataError
 from chexflow.preflight import check_run_inputs
 from chexflow.tracking import default_tracking_uri, make_tracker
+from flows import temporary_api
 from flows.cli import app
 
 runner = CliRunner()
@@ -551,4 +552,5 @@ def test_every_bad_input_exits_2_in_one_line_before_any_run_exists(
     assert result.stdout == ""
     assert not (workdir / "mlflow.db").exists() and _runs(workdir) == [], "no MLflow run"
     assert not (workdir / "prefect").exists(), "no Prefect API, so no Prefect flow run"
+    assert temporary_api.pids() == [], "the API process started for it is stopped"
     assert not (bad_inputs["pickle"].parent / "pwned").exists()

@@ -109,15 +109,32 @@ def test_an_embedded_run_records_every_task_run_it_logged(
 
 _EARLY_START = """
 import json
+import os
+import sys
+import time
 from pathlib import Path
+from flows import temporary_api
+
+temporary_api.prelaunch()  # the command's start: before its PREFECT_HOME exists
+(pid,) = temporary_api.pids()
+deadline = time.monotonic() + 150
+while time.monotonic() < deadline:  # until it has imported and waits on its stdin
+    if Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_read"):
+        break
+    time.sleep(0.1)
+waited = Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_read")
+home = Path(os.environ["PREFECT_HOME"])
+home_before_serving = home.exists()
+
 from prefect import flow
-from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import get_current_settings
 from flows.embedded import embedded_run_settings, start_temporary_api
 
 started = start_temporary_api()
 started()
-server = SubprocessASGIServer()
-environ = Path(f"/proc/{server.server_process.pid}/environ").read_bytes().split(b"\\0")
+import httpx
+served = httpx.get(os.environ["PREFECT_API_URL"] + "/admin/settings").json()
+recorder = served["server"]["services"]["task_run_recorder"]
 
 @flow
 def which_api() -> str:
@@ -127,12 +144,18 @@ def which_api() -> str:
 
 with embedded_run_settings():
     used = which_api()
+    heartbeat = get_current_settings().flows.heartbeat_frequency
 print(json.dumps({
-    "running": server.running,
-    "api_url": server.api_url,
+    "waited": waited,
+    "home_before_serving": home_before_serving,
+    "database": (home / "prefect.db").is_file(),
+    "api_url": os.environ["PREFECT_API_URL"],
     "used": used,
-    "batched": b"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE=200" in environ,
-    "servers": len(SubprocessASGIServer._instances),
+    "heartbeat": heartbeat,
+    "batched": recorder["batch_size"] == 200,
+    "served_home": served["home"],
+    "server_imported": "prefect.server.api.server" in sys.modules,
+    "processes": len(temporary_api.pids()),
 }))
 """
 
@@ -150,27 +173,37 @@ def test_the_early_api_is_the_one_the_flows_use(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     shown = json.loads(done.stdout.strip().splitlines()[-1])
-    assert shown["running"] and shown["batched"]
+    # The process started before the home existed and created nothing there until served.
+    assert shown["waited"] and shown["home_before_serving"] is False and shown["database"]
     assert shown["used"].rstrip("/") == shown["api_url"].rstrip("/")
-    assert shown["servers"] == 1
+    # the API serves with the environment it was given when released, not the one it
+    # was started with: the embedded settings, and the command's home
+    assert shown["batched"] and shown["served_home"] == str(tmp_path / "prefect")
+    assert shown["heartbeat"] is None  # still the embedded mode
+    # The command never imported Prefect's server (~4 s): its API process did.
+    assert shown["server_imported"] is False
+    assert shown["processes"] == 1
 
 
-def test_the_watcher_stops_an_api_whose_pid_it_never_heard_of(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command_word", ["flows.api_process", "uvicorn"])
+def test_the_watcher_stops_an_api_whose_pid_it_never_heard_of(
+    tmp_path: Path, command_word: str
+) -> None:
     # Before: the watcher knew the API only by the pid the CLI's reporter thread sent it, so
     # a command killed in the instant between the API's spawn and that report left the API
     # running (tests/test_faults.py's kill -9 / -15 on a loaded CI machine).
     import time
 
-    from flows.embedded import API_OWNER_ENV, watch_api_processes
+    from flows.temporary_api import API_OWNER_ENV, watch_api_processes
 
     mark = f"test-{os.getpid()}-{time.monotonic_ns()}"
-    # stands in for the API: "uvicorn" in its command line, the owner's mark in its env
+    # stands in for the API: its module in its command line, the owner's mark in its env
     api = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(120)", "uvicorn"],
+        [sys.executable, "-c", "import time; time.sleep(120)", command_word],
         env={**os.environ, API_OWNER_ENV: mark},
     )
-    bystander = subprocess.Popen(  # a uvicorn of someone else: left alone
-        [sys.executable, "-c", "import time; time.sleep(120)", "uvicorn"],
+    bystander = subprocess.Popen(  # an API of someone else: left alone
+        [sys.executable, "-c", "import time; time.sleep(120)", command_word],
         env={**os.environ, API_OWNER_ENV: "someone-else"},
     )
     previous = os.environ.get(API_OWNER_ENV)

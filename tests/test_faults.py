@@ -31,6 +31,7 @@ from chexflow.config import load_config
 from deployments import stack
 from deployments.stack import commands, network, processes
 from flows.cli import app
+from flows.temporary_api import API_PROCESS_MODULE
 
 CHEXFLOW = str(Path(sys.executable).parent / "chexflow")
 EPOCHS = 4
@@ -449,8 +450,13 @@ def test_the_flow_sizes_the_image_cache_before_its_mlflow_run_starts(
 # --- issue 16 §4: the temporary Prefect API ends with its command --------------------------
 
 
+def _is_api(argv: list[bytes]) -> bool:
+    """The temporary Prefect API's process (``flows.api_process``, or Prefect's uvicorn)."""
+    return API_PROCESS_MODULE.encode() in argv or b"uvicorn" in argv
+
+
 def _api_children(pid: int) -> list[tuple[int, int]]:
-    """(pid, port) of the uvicorn processes (the temporary Prefect API) whose parent is ``pid``."""
+    """(pid, port) of the temporary Prefect API processes whose parent is ``pid``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -460,7 +466,7 @@ def _api_children(pid: int) -> list[tuple[int, int]]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(stat[1]) == pid and b"uvicorn" in argv:
+        if int(stat[1]) == pid and _is_api(argv):
             found.append((int(entry.name), int(argv[argv.index(b"--port") + 1])))
     return found
 
@@ -513,6 +519,29 @@ def test_a_killed_command_leaves_no_prefect_api_behind(
             command.kill()
 
 
+def test_a_refused_command_stops_the_api_process_it_started(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    # The API's process starts with the command, before its input is checked
+    # (flows.temporary_api): a refused command must stop it and leave no file behind.
+    work = tmp_path / "work"
+    command = subprocess.Popen(
+        [*_finetune_args(tiny_dataset, work), "--set", "model.name=no_such_model"],
+        env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: set[int] = set()
+    while command.poll() is None:
+        seen.update(_apis_started_for(f"CHEXFLOW_API_OWNER={command.pid}:"))
+        time.sleep(0.05)
+    out, err = command.communicate()
+    assert command.returncode == 2, out + err
+    assert "model.name" in err.strip().splitlines()[-1]
+    assert seen, "the API process was started with the command"
+    # gone when the command is (it was still importing Prefect's server: ~5 s)
+    assert _apis_started_for(f"CHEXFLOW_API_OWNER={command.pid}:") == []
+    assert not work.exists()
+
+
 @pytest.mark.slow
 def test_an_api_that_does_not_come_up_stops_the_command_in_one_line(
     tiny_dataset: Path, tmp_path: Path
@@ -541,11 +570,12 @@ def test_an_api_that_does_not_come_up_stops_the_command_in_one_line(
 
 
 def _apis_started_for(marker: str) -> list[int]:
-    """uvicorn processes whose environment mentions ``marker`` (whoever their parent is now)."""
+    """API processes whose environment mentions ``marker`` (whoever their parent is now)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            api = b"uvicorn" in (entry / "cmdline").read_bytes() and not _gone(int(entry.name))
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            api = _is_api(argv) and not _gone(int(entry.name))
             if api and marker.encode() in (entry / "environ").read_bytes():
                 found.append(int(entry.name))
         except (OSError, ValueError):
