@@ -9,7 +9,6 @@ from prefect.cache_policies import NO_CACHE
 
 from chexflow.comparison import RunRecord, load_run_record
 from chexflow.records import COMPARED_ARTIFACTS, EXPLORER_FILE
-from chexflow.report import write_report
 from chexflow.tracking import Tracker, select_compared_runs
 from tasks.tracking import retry_io_only
 
@@ -55,5 +54,8 @@ def explorer(records: list[RunRecord], out_dir: str, data_dir: str | None) -> st
 @task(name="write-report", cache_policy=NO_CACHE)
 def report(records: list[RunRecord], out_dir: str) -> dict[str, str]:
     """The differential analysis as Markdown, HTML and JSON."""
+    # Imported here (scikit-learn, SciPy, Matplotlib: ~3 s), not before a sweep's first step.
+    from chexflow.report import write_report
+
     paths = write_report(records, Path(out_dir), explorer=EXPLORER_FILE)
     return {k: str(v) for k, v in paths.items()}
