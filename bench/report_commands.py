@@ -276,37 +276,59 @@ def startup_findings(results: dict[str, Any]) -> list[str]:
     ranked = sorted(before_first, key=lambda kv: -kv[1])[:4]
     imports = startup["imports_before_first_step"]["by_package_s"]
     plain_first = _get(sweep, "plain", "first_step_s", "median")
+    before_first_step = _get(sweep, "before_warm", "first_step_s", "median")
+    warm_first_step = _get(sweep, "warm", "first_step_s", "median")
+    before_commit = results.get("before_commit")
+    against_before = (
+        f" In the same rounds the CLI at {before_commit} (warm home) reached its first step "
+        f"at {_s(before_first_step)} s and this one at {_s(warm_first_step)} s (medians)."
+        if before_commit and before_first_step and warm_first_step
+        else ""
+    )
     return [
         "- **Before the first step.** In the probed run the first step ended "
         f"{_s(first)} s after the command started (the plain script's: {_s(plain_first)} s, "
         "median). The largest phases: "
         + "; ".join(f"{name} {sec:.1f} s" for name, sec in ranked)
-        + ". Of the imports, Prefect's server package took "
-        f"{_s(imports.get('prefect.server'), 2)} s of its own time: in the embedded mode "
-        "Prefect's client starts the temporary API through "
-        "`prefect.server.api.server.SubprocessASGIServer`, so the command imports the "
-        "server (FastAPI, SQLAlchemy, the API's models) in its own process, and the server "
-        "process imports it again; torch took "
-        f"{_s(imports.get('torch'), 2)} s, timm {_s(imports.get('timm'), 2)} s, MLflow "
-        f"{_s(imports.get('mlflow'), 2)} s. Every phase grows with the machine's load "
-        "(the figures above were measured at the load averages in the machine line).",
-        "- **What the commands do about it.** A new workdir's Prefect and MLflow "
-        "databases start from templates of migrated, empty ones kept in the user's cache "
-        "(`flows/databases.py`, one per library version): creating an MLflow SQLite "
-        "database ran its schema migrations one transaction and disk sync after another, "
-        "22-25 s of wall clock for 2.4 s of CPU on this machine at load ~12, and a copy "
-        "took 0.9 s (measured by hand, not in a result file); a new Prefect home started "
-        "the API in 7.3 s against 2.9 s for a used one (section 2). "
-        "`chexflow.runtime` sets the threads once the input is checked, sampling the "
-        "other work before the API's start-up adds its own. The API still starts after "
-        "the input checks (which import torch and timm): bad input must start nothing — "
-        "no Prefect home, no MLflow database (`tests/test_bad_input.py`).",
-        "- **What remains, and why.** Not importing Prefect's server package in the "
-        "command would need the temporary API started by a process of its own and "
-        "`PREFECT_API_URL` set for the command: Prefect then treats it as a server "
-        "(heartbeats, event websockets), which changes the embedded mode; left as a "
-        "proposal. On a loaded machine the fixed costs (imports, the API, the MLflow "
-        "database: " + f"{_s(phases.get('MLflow set-up, sweep run, finetune subflow starts'))} s "
-        "here) are CPU work that the other processes slow down like the training itself.",
+        + ". Of the imports in the command's process, torch took "
+        f"{_s(imports.get('torch'), 2)} s of its own time, timm {_s(imports.get('timm'), 2)} s "
+        "(timm's layers import torchvision's operators, which import torch._dynamo), "
+        f"MLflow {_s(imports.get('mlflow'), 2)} s, Prefect {_s(imports.get('prefect'), 2)} s; "
+        f"Prefect's server package {_s(imports.get('prefect.server', 0.0), 2)} s. Every phase "
+        "grows with the machine's load (the figures above were measured at the load "
+        "averages in the machine line).",
+        "- **What the commands do about it.** The temporary API's process starts with the "
+        "command (`flows/temporary_api.py`, `flows/api_process.py`): it imports Prefect's "
+        "server (FastAPI, SQLAlchemy, the API's models: ~8 s of user CPU, below) while "
+        "the command checks its input, in a home it cannot create, so bad input still "
+        "starts nothing that lasts (`tests/test_faults.py::"
+        "test_a_refused_command_stops_the_api_process_it_started`). Once the input is "
+        "checked the command sends it the environment Prefect's `SubprocessASGIServer` "
+        "would give it and reaches it by `PREFECT_API_URL`, so the command no longer "
+        "imports Prefect's server itself (before, it did, and the API's process imported it "
+        "again after the checks); heartbeats stay off and task-run records batched (the "
+        "embedded mode). The comparison imports scikit-learn, SciPy and Matplotlib when it "
+        "writes its report, not before the first step." + against_before + " A new "
+        "workdir's Prefect and MLflow databases start from templates of migrated, empty "
+        "ones kept in the user's cache (`flows/databases.py`, one per library version): "
+        "creating an MLflow SQLite database ran its schema migrations one transaction and "
+        "disk sync after another, 22-25 s of wall clock for 2.4 s of CPU on this machine at "
+        "load ~12, and a copy took 0.9 s (measured by hand, not in a result file). "
+        "`chexflow.runtime` sets the threads once the input is checked, not counting the "
+        "API process's start-up as other work.",
+        "- **What remains, and why.** The goal of 10 s to the first step is not met here. "
+        "Before it the command's own process imports torch, timm, MLflow and Prefect and "
+        "checks every image: 15.4 and 15.9 s of user CPU in two tries of just that (the "
+        "imports and `check_run_inputs`, no Prefect API, no run; `/usr/bin/time` by hand at "
+        "load ~0.8), and the API's process spends 7.8-8.3 s of user CPU importing Prefect's "
+        "server beside it. The plain script, which imports neither Prefect nor MLflow, "
+        f"reached its first step at {_s(plain_first)} s (median) in the same rounds. On 2 "
+        "cores that other tenants keep about one core busy (load ~1 when this project runs "
+        "nothing) that is more CPU than 10 s of wall clock holds. What is left "
+        "to cut is in the libraries (timm needs torchvision, torchvision's operators "
+        "import torch._dynamo: ~2.5 s) or would need a resident process, which the "
+        "embedded mode does not have; `chexflow up`'s workers start a process per flow run "
+        "too. The MLflow set-up, sweep run and fine-tune subflow start took "
+        f"{_s(phases.get('MLflow set-up, sweep run, finetune subflow starts'))} s here.",
         "",
     ]
