@@ -10,8 +10,9 @@ reads one JSON line from stdin, ``{"env": {...}}``: the environment Prefect's
 embedded-mode settings), and serves Prefect's API app with uvicorn on ``127.0.0.1:PORT``, as
 that server's ``uvicorn --factory prefect.server.api.server:create_app`` does. A closed
 stdin (the command was refused, or has ended) ends it with code 0 before it has touched a
-file. Exit code 3 is uvicorn's start-up failure (the port was taken meanwhile): the
-command starts another on a new port.
+file. Exit code 3 is uvicorn's start-up failure: the command starts another on a new port
+if the port was taken meanwhile, and reports the failure otherwise. It runs in its own
+session, so a Ctrl-C in the terminal does not reach it; the command stops it.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ def start_temporary_api() -> Callable[[], None]:
     workdir's home and database, ``EMBEDDED_SERVER_DEFAULTS``) and serves while the
     command imports the flows (and ``demo`` writes its data). A new process is started
     where none waits, and another on a new port when one exits with uvicorn's start-up
-    failure (code 3: the port was taken meanwhile).
+    failure (code 3) when the port was taken meanwhile; any other failure ends the wait
+    at once (a database it cannot open: before, the API was started again until the bound).
 
     Once it answers, the returned callable points this process's Prefect client at it
     (``PREFECT_API_URL``; no UI links: the temporary API serves no UI), so the client does
@@ -112,11 +113,11 @@ def start_temporary_api() -> Callable[[], None]:
                 failure.append(f"exited with code {api.process.poll()} before serving")
                 return
             code = api.process.poll()
-            if code == 3:  # uvicorn's start-up failure
-                api = temporary_api.spawn()
+            if code == 3 and temporary_api.port_taken(api.port):
+                api = temporary_api.spawn()  # another process took the port meanwhile
                 continue
-            if code is not None:
-                failure.append(f"exited with code {code}")
+            if code is not None:  # its own error (a database it cannot open...) is above
+                failure.append(f"exited with code {code}; its error is above")
                 return
             if _answers(api.url):
                 ready.append(api)

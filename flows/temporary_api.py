@@ -31,6 +31,17 @@ def owner_mark() -> str:
     return f"{os.getpid()}:{start_ticks(os.getpid())}"
 
 
+def port_taken(port: int) -> bool:
+    """Whether something listens on the loopback ``port`` now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def loopback_port() -> int:
     """A loopback port the OS considers free now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -45,13 +56,18 @@ class TemporaryApi:
         process: the process; ``port``: where it will serve (``127.0.0.1``).
     """
 
-    def __init__(self, watcher: subprocess.Popen[bytes] | None) -> None:
+    def __init__(self, watcher: subprocess.Popen[bytes] | None, mark: str) -> None:
         self.port = loopback_port()
         self.served = False
+        # Its own session: a Ctrl-C in the terminal (SIGINT to the foreground process group)
+        # reaches the command only, which still needs the API to record how its runs ended;
+        # the command stops it afterwards (``stop_all``, or the watcher). The owner's mark is
+        # in its environment only, not in the command's (other children do not carry it).
         self.process = subprocess.Popen(
             [sys.executable, "-m", API_PROCESS_MODULE, "--port", str(self.port)],
             stdin=subprocess.PIPE,
-            env=os.environ.copy(),
+            env={**os.environ, API_OWNER_ENV: mark},
+            start_new_session=True,
         )
         _report(watcher, self.process.pid)
 
@@ -94,6 +110,7 @@ class TemporaryApi:
 
 _apis: list[TemporaryApi] = []
 _watchers: list[subprocess.Popen[bytes]] = []  # held open for the life of this process
+_marks: list[str] = []  # this process's owner mark, once made
 
 
 def prelaunch() -> None:
@@ -116,15 +133,15 @@ def prelaunch() -> None:
 
 def spawn() -> TemporaryApi:
     """A new waiting API process (the first one also starts the watcher)."""
-    if not _watchers:
-        # The API process inherits this mark, so the watcher finds it even if this process
+    if not _marks:
+        # The API process carries this mark, so the watcher finds it even if this process
         # ends in the instant between the spawn and the pid's report.
-        os.environ[API_OWNER_ENV] = owner_mark()
-        watcher = watch_api_processes()
+        _marks.append(owner_mark())
+        watcher = watch_api_processes(_marks[0])
         if watcher is not None:
             _watchers.append(watcher)
         atexit.register(stop_all)
-    api = TemporaryApi(_watchers[0] if _watchers else None)
+    api = TemporaryApi(_watchers[0] if _watchers else None, _marks[0])
     _apis.append(api)
     return api
 
@@ -217,8 +234,11 @@ for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
 """.replace("%s", API_PROCESS_MODULE)
 
 
-def watch_api_processes() -> subprocess.Popen[bytes] | None:
+def watch_api_processes(mark: str) -> subprocess.Popen[bytes] | None:
     """Start the process that stops the temporary API once this process has ended.
+
+    It stops the processes whose pids it is told on its stdin, and the API processes whose
+    environment carries ``CHEXFLOW_API_OWNER=<mark>`` (``owner_mark``).
 
     ``PR_SET_PDEATHSIG`` would not do: it fires when the *thread* that started the child
     ends, and the API may be started from a short-lived thread. The watcher instead waits
@@ -229,7 +249,7 @@ def watch_api_processes() -> subprocess.Popen[bytes] | None:
     """
     try:
         return subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _WATCHER, os.environ.get(API_OWNER_ENV, "")],
+            [sys.executable, "-I", "-S", "-c", _WATCHER, mark],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

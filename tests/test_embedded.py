@@ -206,20 +206,14 @@ def test_the_watcher_stops_an_api_whose_pid_it_never_heard_of(
         [sys.executable, "-c", "import time; time.sleep(120)", command_word],
         env={**os.environ, API_OWNER_ENV: "someone-else"},
     )
-    previous = os.environ.get(API_OWNER_ENV)
-    os.environ[API_OWNER_ENV] = mark
     try:
-        watcher = watch_api_processes()
+        watcher = watch_api_processes(mark)
         assert watcher is not None and watcher.stdin is not None
         watcher.stdin.close()  # the owner ends without reporting a pid
         assert watcher.wait(timeout=60) == 0
         assert api.wait(timeout=10) == -15  # SIGTERM
         assert bystander.poll() is None
     finally:
-        if previous is None:
-            os.environ.pop(API_OWNER_ENV, None)
-        else:
-            os.environ[API_OWNER_ENV] = previous
         for process in (api, bystander):
             process.kill()
             process.wait()
