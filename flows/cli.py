@@ -328,6 +328,10 @@ def demo(
     if labels_from is not None and (problem := missing_file(labels_from)) is not None:
         raise ChexflowError(f"--labels-from {labels_from} {problem}")
     _prelaunch_api()
+    if labels_from is not None:  # at the door: before, a bad CSV was found after 27 s
+        from chexflow.data.relabel import read_label_rows
+
+        read_label_rows(labels_from)
     settings = demo_settings(quick, labels_from)
     _check_run_inputs(settings.config, workdir)
     configure_environment(workdir)

@@ -239,3 +239,27 @@ def test_a_csv_saved_with_a_byte_order_mark_round_trips(tmp_path: Path) -> None:
     assert count_patients(bom) == 5
     out = write_synthetic_from_labels(bom, tmp_path / "data", image_size=SIZE, progress=False)
     assert read_table(out / "train.csv") == read_table(source)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("", "labels.csv is empty"), ("Path,Sex\nx,Male\n", "missing column")],
+    ids=["empty", "not-chexpert"],
+)
+def test_demo_refuses_a_bad_labels_csv_at_the_door(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    # Before: `chexflow demo --labels-from` an empty file was refused after 27.5 s, leaving a
+    # workdir with a Prefect and an MLflow database (a new-user trial).
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    source = tmp_path / "labels.csv"
+    source.write_text(content)
+    work = tmp_path / "work"
+    result = CliRunner().invoke(app, ["demo", "--labels-from", str(source), "--workdir", str(work)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and expected in line, line
+    assert not work.exists()
