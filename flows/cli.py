@@ -445,9 +445,20 @@ def _outermost_new_dir(path: Path) -> Path | None:
 def _prelaunch_api() -> None:
     """Start the temporary Prefect API's process now: it imports Prefect's server while
     the command checks its input, and writes nothing until it is served
-    (``flows.temporary_api``)."""
-    from flows.temporary_api import prelaunch
+    (``flows.temporary_api``). With ``PREFECT_API_URL`` set, check that it answers.
 
+    Raises:
+        ChexflowError: ``PREFECT_API_URL`` is set and nothing answers there (before: 438
+            lines of retries and exit 1 after 20 s, with a workdir left behind).
+    """
+    from flows.temporary_api import answers, prelaunch
+
+    url = os.environ.get("PREFECT_API_URL")
+    if url and not answers(url, timeout_s=10.0, healthy_only=False):
+        raise ChexflowError(
+            f"no Prefect server answers at PREFECT_API_URL={url}: start it (chexflow up) or "
+            "unset PREFECT_API_URL to run against a temporary local API"
+        )
     prelaunch()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -119,7 +118,7 @@ def start_temporary_api() -> Callable[[], None]:
             if code is not None:  # its own error (a database it cannot open...) is above
                 failure.append(f"exited with code {code}; its error is above")
                 return
-            if _answers(api.url):
+            if temporary_api.answers(api.url):
                 ready.append(api)
                 return
             time.sleep(0.1)
@@ -144,16 +143,6 @@ def start_temporary_api() -> Callable[[], None]:
         _use_temporary_api(ready[0].url)
 
     return wait
-
-
-def _answers(url: str) -> bool:
-    """Whether the API at ``url`` answers its health check (no proxy: it is on loopback)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except (OSError, ValueError):
-        return False
 
 
 def _use_temporary_api(url: str) -> None:

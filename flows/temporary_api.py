@@ -16,6 +16,8 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 
 from chexflow.procinfo import start_ticks
@@ -29,6 +31,20 @@ STOP_WAIT_S = 10.0  # a served API's graceful stop (it flushes its task-run reco
 def owner_mark() -> str:
     """``"<pid>:<start ticks>"`` of this process: unique on this machine while it lives."""
     return f"{os.getpid()}:{start_ticks(os.getpid())}"
+
+
+def answers(url: str, timeout_s: float = 2.0, healthy_only: bool = True) -> bool:
+    """Whether the Prefect API at ``url`` (``…/api``) answers ``/health``; no proxy (loopback
+    or a private network). With ``healthy_only=False`` any HTTP answer counts (a server that
+    wants an auth string answers 401)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url.rstrip('/')}/health", timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except urllib.error.HTTPError:
+        return not healthy_only
+    except (OSError, ValueError):
+        return False
 
 
 def port_taken(port: int) -> bool:

@@ -119,6 +119,30 @@ def test_version_names_the_stack_it_runs_on() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("command", ["finetune", "sweep", "compare", "demo"])
+def test_a_prefect_server_that_does_not_answer_is_refused_at_the_door(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_dataset: Path, command: str
+) -> None:
+    # Before: 438 lines of retries ending "Failed to reach API", exit 1 after 20 s, and a
+    # workdir with an MLflow database left behind (a new-user trial).
+    url = "http://127.0.0.1:9/api"  # the discard port: nothing listens
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    work = tmp_path / "work"
+    args = {
+        "finetune": ["--data", str(tiny_dataset), "--fraction", "0.5"],
+        "sweep": ["--data", str(tiny_dataset), "--fractions", "0.5"],
+        "compare": ["--runs", "a,b"],
+        "demo": ["--quick"],
+    }[command]
+    result = runner.invoke(app, [command, *args, "--workdir", str(work)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: no Prefect server answers at PREFECT_API_URL={url}: start it (chexflow up) "
+        "or unset PREFECT_API_URL to run against a temporary local API"
+    ]
+    assert not work.exists()
+
+
 def test_dispatch_to_deployments_without_a_server_is_refused_at_the_door(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
