@@ -90,7 +90,9 @@ def start_temporary_api() -> Callable[[], None]:
         ChexflowError: the API did not come up within the bound, or failed to start.
     """
     if get_current_settings().api.url:
-        temporary_api.stop_all()  # a server is configured: the waiting process is not needed
+        # a server is configured (or this process's earlier temporary API, which stays):
+        # a process still waiting is not needed
+        temporary_api.discard_waiting()
         return lambda: None
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
