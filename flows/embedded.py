@@ -22,6 +22,7 @@ from prefect.settings import (
 )
 
 from chexflow.errors import ChexflowError
+from chexflow.loopback import port_is_free
 from flows import temporary_api
 
 # The temporary local API's task-run recorder writes each task-run event in its own SQLite
@@ -114,7 +115,7 @@ def start_temporary_api() -> Callable[[], None]:
                 failure.append(f"exited with code {api.process.poll()} before serving")
                 return
             code = api.process.poll()
-            if code == 3 and temporary_api.port_taken(api.port):
+            if code == 3 and not port_is_free(api.port):
                 api = temporary_api.spawn()  # another process took the port meanwhile
                 continue
             if code is not None:  # its own error (a database it cannot open...) is above

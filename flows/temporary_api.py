@@ -13,13 +13,13 @@ import atexit
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
+from chexflow.loopback import free_port
 from chexflow.procinfo import start_ticks
 
 API_PROCESS_MODULE = "flows.api_process"
@@ -47,24 +47,6 @@ def answers(url: str, timeout_s: float = 2.0, healthy_only: bool = True) -> bool
         return False
 
 
-def port_taken(port: int) -> bool:
-    """Whether something listens on the loopback ``port`` now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
-def loopback_port() -> int:
-    """A loopback port the OS considers free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class TemporaryApi:
     """One API process (``flows.api_process``): spawned waiting, then served or discarded.
 
@@ -73,7 +55,7 @@ class TemporaryApi:
     """
 
     def __init__(self, watcher: subprocess.Popen[bytes] | None, mark: str) -> None:
-        self.port = loopback_port()
+        self.port = free_port()
         self.served = False
         # Its own session: a Ctrl-C in the terminal (SIGINT to the foreground process group)
         # reaches the command only, which still needs the API to record how its runs ended;

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -14,27 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from chexflow.errors import ChexflowError
+from chexflow.loopback import HOST, port_is_free
+from chexflow.loopback import free_port as free_port  # the stack's callers and tests use it here
 from deployments.stack.processes import Service, is_running
-
-HOST = "127.0.0.1"
-
-
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """Whether a server could listen on ``host:port`` now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = HOST) -> int:
-    """A port the OS considers free now (for tests and ad-hoc stacks)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def check_ports(ports: dict[str, int]) -> None:
